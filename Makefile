@@ -1,0 +1,36 @@
+# The two commands: `make demo` (a working service on a local sandbox host, no GPU needed)
+# and `make test` (everything CI runs). Both install what they need first.
+SHELL := /bin/bash
+VENV := .venv/bin
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+.PHONY: demo demo-down test lint bench bootstrap sandbox-artifacts
+
+bootstrap:
+	scripts/bootstrap.sh
+
+sandbox-artifacts: bootstrap
+	scripts/sandbox/build.sh
+
+## Provision the sandbox host with the CPU llama.cpp backend; it answers on 127.0.0.1:8000.
+demo: sandbox-artifacts
+	scripts/sandbox/up.sh
+	ansible-playbook site.yml
+	@echo "Try: curl -s http://127.0.0.1:8000/v1/models"
+
+demo-down:
+	scripts/sandbox/down.sh
+
+## Lint, then the Molecule scenario on a fresh sandbox host (converge, idempotence, verify, switch).
+test: sandbox-artifacts
+	scripts/test.sh
+
+lint: bootstrap
+	yamllint --strict .
+	ansible-lint --profile production
+	ruff check scripts tests molecule
+
+## Timings of a converge, a re-run and a backend switch on the sandbox host.
+bench: sandbox-artifacts
+	$(VENV)/python scripts/bench_switch.py

@@ -1,0 +1,92 @@
+#!/usr/bin/python3
+"""Test double for the Ollama server: no Ollama binary can be had on the test machines.
+
+It stands in for the narrow part of Ollama's HTTP API that Switchyard relies on - the
+version probe, the OpenAI-compatible model list and chat completions (plain and SSE) -
+and lists as models the manifests found under $OLLAMA_MODELS (or ~/.ollama/models), as
+Ollama does. It listens on $OLLAMA_HOST. Everything else answers 404.
+"""
+
+import json
+import os
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+MODELS = Path(os.environ.get("OLLAMA_MODELS", "/root/.ollama/models"))
+REGISTRY = MODELS / "manifests" / "registry.ollama.ai"
+
+
+def model_names() -> list[str]:
+    names = []
+    for manifest in sorted(REGISTRY.glob("*/*/*")):
+        namespace, model, tag = manifest.relative_to(REGISTRY).parts
+        prefix = "" if namespace == "library" else f"{namespace}/"
+        names.append(f"{prefix}{model}:{tag}")
+    return names
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def send_json(self, status: int, body: object) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        if self.path == "/api/version":
+            self.send_json(200, {"version": "0.0.0-test-double"})
+        elif self.path == "/v1/models":
+            models = [{"id": name, "object": "model", "owned_by": "library"} for name in model_names()]
+            self.send_json(200, {"object": "list", "data": models})
+        else:
+            self.send_json(404, {"error": "not found"})
+
+    def do_POST(self) -> None:
+        if self.path != "/v1/chat/completions":
+            self.send_json(404, {"error": "not found"})
+            return
+        request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        if request.get("model") not in model_names():
+            self.send_json(404, {"error": {"message": f"model '{request.get('model')}' not found"}})
+            return
+        reply = {"id": "chatcmpl-test-double", "created": int(time.time()), "model": request["model"]}
+        if not request.get("stream"):
+            message = {"role": "assistant", "content": "hello from the Ollama test double"}
+            self.send_json(
+                200,
+                reply
+                | {"object": "chat.completion", "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]},
+            )
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for word in ("hello", " from", " the", " test", " double", None):
+            delta = {"content": word} if word else {}
+            chunk = reply | {
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": None if word else "stop"}],
+            }
+            self.write_chunk(f"data: {json.dumps(chunk)}\n\n")
+        self.write_chunk("data: [DONE]\n\n")
+        self.wfile.write(b"0\r\n\r\n")
+
+    def write_chunk(self, text: str) -> None:
+        data = text.encode()
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+
+def main() -> None:
+    host, _, port = os.environ.get("OLLAMA_HOST", "127.0.0.1:11434").rpartition(":")
+    ThreadingHTTPServer((host, int(port)), Handler).serve_forever()
+
+
+if __name__ == "__main__":
+    main()

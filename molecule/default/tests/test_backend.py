@@ -1,0 +1,68 @@
+"""What a user observes on the host after `ansible-playbook site.yml` with llama.cpp."""
+
+import json
+
+from conftest import backend_containers
+
+SERVED_NAME = "tiny-llama"
+CHAT = {"model": SERVED_NAME, "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 8}
+
+
+def test_backend_unit_is_enabled(host):
+    assert host.service("llm-backend").is_enabled
+
+
+def test_backend_unit_is_active(host):
+    assert host.service("llm-backend").is_running
+
+
+def test_backend_port_is_listening_on_loopback_only(host):
+    assert host.socket("tcp://127.0.0.1:8000").is_listening
+    assert not host.socket("tcp://0.0.0.0:8000").is_listening
+
+
+def test_health_answers(http):
+    assert http.get("/health").status_code == 200
+
+
+def test_models_lists_the_served_name(http):
+    ids = [model["id"] for model in http.get("/v1/models").json()["data"]]
+    assert SERVED_NAME in ids
+
+
+def test_chat_completion_returns_a_message(http):
+    reply = http.post("/v1/chat/completions", json=CHAT)
+    assert reply.status_code == 200
+    choice = reply.json()["choices"][0]
+    assert choice["message"]["role"] == "assistant"
+    assert isinstance(choice["message"]["content"], str)
+
+
+def test_streamed_chat_completion_is_sse_ending_in_done(http):
+    with http.stream("POST", "/v1/chat/completions", json=CHAT | {"stream": True}) as reply:
+        assert reply.status_code == 200
+        assert reply.headers["content-type"].startswith("text/event-stream")
+        events = [line.removeprefix("data: ") for line in reply.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(event) for event in events[:-1]]
+    assert chunks and all(chunk["object"] == "chat.completion.chunk" for chunk in chunks)
+
+
+def test_exactly_one_backend_container_runs(host):
+    assert list(backend_containers(host)) == ["llm-llamacpp"]
+
+
+def test_installed_units_verify(host):
+    units = " ".join(f"/etc/systemd/system/llm-{name}.service" for name in ("backend", "embedding", "reranker"))
+    result = host.run(f"systemd-analyze verify {units}")
+    assert result.rc == 0, result.stderr
+
+
+def test_disabled_embedding_and_reranker_units_are_installed_but_stopped(host):
+    for name in ("llm-embedding", "llm-reranker"):
+        assert host.file(f"/etc/systemd/system/{name}.service").exists
+        assert not host.service(name).is_running
+
+
+def test_backend_logs_reach_the_journal(host):
+    assert "llama" in host.check_output("journalctl --unit llm-backend --no-pager --lines 200")

@@ -1,0 +1,90 @@
+"""The backend switch, driven as a user drives it: ansible-playbook site.yml -e llm_backend=...
+
+The second backend here is Ollama, served by the Ollama test double (see
+files/ollama_test_double.py): no Ollama binary can be had on these machines.
+"""
+
+import pytest
+from conftest import backend_containers, run_site
+
+
+def served_models(http) -> list[str]:
+    return [model["id"] for model in http.get("/v1/models").json()["data"]]
+
+
+def assert_llamacpp_serving(host, http, container_id: str | None = None) -> None:
+    containers = backend_containers(host)
+    assert list(containers) == ["llm-llamacpp"]
+    if container_id is not None:
+        assert containers["llm-llamacpp"] == container_id, "the running backend was restarted"
+    assert http.get("/health").status_code == 200
+    assert "tiny-llama" in served_models(http)
+
+
+@pytest.fixture
+def llamacpp_id(host, http) -> str:
+    assert_llamacpp_serving(host, http)
+    return backend_containers(host)["llm-llamacpp"]
+
+
+def test_switch_to_ollama_and_back(host, http):
+    to_ollama = run_site("llm_backend=ollama")
+    assert to_ollama.returncode == 0, to_ollama.output
+    assert host.service("llm-backend").is_running
+    assert list(backend_containers(host)) == ["llm-ollama"]
+    assert served_models(http) == ["tiny:latest"]
+    reply = http.post(
+        "/v1/chat/completions", json={"model": "tiny:latest", "messages": [{"role": "user", "content": "hi"}]}
+    )
+    assert reply.status_code == 200
+
+    back = run_site("llm_backend=llamacpp")
+    assert back.returncode == 0, back.output
+    assert_llamacpp_serving(host, http)
+
+
+def test_invalid_backend_is_rejected_before_anything_changes(host, http, llamacpp_id):
+    run = run_site("llm_backend=tgi")
+    assert run.returncode != 0
+    assert "llm_backend" in run.output and "vllm, ollama, llamacpp" in run.output
+    assert_llamacpp_serving(host, http, llamacpp_id)
+
+
+def test_switch_to_a_missing_model_leaves_the_backend_serving(host, http, llamacpp_id):
+    run = run_site("llm_backend=ollama", "llm_ollama_model=absent:7b")
+    assert run.returncode != 0
+    assert "is not on the host" in run.output and "absent" in run.output
+    assert_llamacpp_serving(host, http, llamacpp_id)
+
+
+def test_switch_to_a_missing_image_leaves_the_backend_serving(host, http, llamacpp_id):
+    run = run_site("llm_backend=ollama", "llm_ollama_image=localhost/switchyard/no-such-image:1")
+    assert run.returncode != 0
+    assert "Could not pull localhost/switchyard/no-such-image:1" in run.output
+    assert_llamacpp_serving(host, http, llamacpp_id)
+
+
+def test_same_settings_do_not_restart_the_backend(host, http, llamacpp_id):
+    run = run_site()
+    assert run.returncode == 0, run.output
+    assert "changed=0" in run.output
+    assert_llamacpp_serving(host, http, llamacpp_id)
+
+
+def test_changed_settings_restart_the_backend(host, http, llamacpp_id):
+    run = run_site("llm_max_model_len=256")
+    assert run.returncode == 0, run.output
+    assert backend_containers(host)["llm-llamacpp"] != llamacpp_id
+    assert "--ctx-size 256" in host.file("/etc/systemd/system/llm-backend.service").content_string.replace("'", "")
+    restore = run_site()
+    assert restore.returncode == 0, restore.output
+
+
+def test_backend_that_fails_to_start_is_rolled_back(host, http):
+    good_unit = host.file("/etc/systemd/system/llm-backend.service").content_string
+    run = run_site('{"llm_llamacpp_extra_args": ["--no-such-flag"], "llm_health_timeout": 20}')
+    assert run.returncode != 0
+    assert "rolled back to its last healthy unit" in run.output
+    assert "no-such-flag" in run.output, "the failure shows the journal of llm-backend"
+    assert host.file("/etc/systemd/system/llm-backend.service").content_string == good_unit
+    assert_llamacpp_serving(host, http)

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Build, offline, what the sandbox host needs and no registry can give here:
+#   - localhost/switchyard/sandbox-host:bookworm  a Debian 12 rootfs with systemd (debootstrap)
+#   - llama-server, built from the llama.cpp tree vendored in the llama-cpp-python sdist
+#   - localhost/switchyard/llama.cpp:server-local  an image laid out like the official
+#     llama.cpp server image (/app/llama-server), saved to an archive for the host to load
+#   - models/llamacpp/tiny-llama.gguf              a tiny random-weight model
+# Everything lands in .cache/sandbox/ and is reused when already there.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cache="$root/.cache/sandbox"
+python="${PYTHON:-$root/.venv/bin/python}"
+llama_cpp_python_version=0.3.36
+host_image=localhost/switchyard/sandbox-host:bookworm
+server_image=localhost/switchyard/llama.cpp:server-local
+mkdir -p "$cache"
+
+log() { printf '==> %s\n' "$*"; }
+
+build_host_image() {
+  if podman image exists "$host_image"; then return; fi
+  log "building $host_image with debootstrap"
+  local rootfs="$cache/rootfs"
+  rm -rf "$rootfs"
+  debootstrap --variant=minbase \
+    --include=systemd,systemd-sysv,python3,python3-apt,dbus,sudo,ca-certificates,iproute2,curl \
+    bookworm "$rootfs" >"$cache/debootstrap.log"
+  # A sandbox host gets its machine id at first boot, like a fresh install.
+  : >"$rootfs/etc/machine-id"
+  tar -C "$rootfs" -c . | podman import \
+    --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL SIGRTMIN+3' - "$host_image" >/dev/null
+  rm -rf "$rootfs"
+}
+
+llama_source() {
+  local src="$cache/llama-cpp-python-$llama_cpp_python_version"
+  if [ ! -d "$src/vendor/llama.cpp" ]; then
+    log "fetching the llama-cpp-python $llama_cpp_python_version sdist"
+    "$python" -m pip download --quiet --no-deps --no-binary :all: --no-build-isolation \
+      -d "$cache" "llama-cpp-python==$llama_cpp_python_version" 2>/dev/null \
+      || "$python" -m pip download --quiet --no-deps --no-binary :all: \
+        -d "$cache" "llama-cpp-python==$llama_cpp_python_version"
+    tar -C "$cache" -xzf "$cache/llama_cpp_python-$llama_cpp_python_version.tar.gz"
+    mv "$cache/llama_cpp_python-$llama_cpp_python_version" "$src"
+  fi
+  printf '%s\n' "$src/vendor/llama.cpp"
+}
+
+build_llama_server() {
+  local tree=$1 build="$cache/llama-build"
+  if [ -x "$build/bin/llama-server" ]; then return; fi
+  log "building llama-server (about 5 minutes on 2 cores)"
+  cmake -S "$tree" -B "$build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF \
+    -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+    -DBUILD_SHARED_LIBS=OFF -DGGML_OPENMP=OFF >"$cache/llama-build.log"
+  cmake --build "$build" --target llama-server -j "$(nproc)" >>"$cache/llama-build.log"
+}
+
+build_server_image() {
+  local archive="$cache/llama-server-image.tar"
+  if [ -f "$archive" ]; then return; fi
+  log "packing $server_image"
+  local layer="$cache/server-rootfs"
+  rm -rf "$layer" && mkdir -p "$layer/app" "$layer/tmp" "$layer/etc"
+  cp "$cache/llama-build/bin/llama-server" "$layer/app/"
+  # The binary and the shared libraries it links, at their own paths: nothing else.
+  ldd "$layer/app/llama-server" | grep -o '/[^ ]*' | while read -r lib; do
+    mkdir -p "$layer$(dirname "$lib")"
+    cp -L "$lib" "$layer$lib"
+  done
+  echo 'root:x:0:0:root:/root:/sbin/nologin' >"$layer/etc/passwd"
+  chmod 1777 "$layer/tmp"
+  podman rmi --force "$server_image" >/dev/null 2>&1 || true
+  tar -C "$layer" -c . | podman import \
+    --change 'ENTRYPOINT ["/app/llama-server"]' --change 'WORKDIR /app' \
+    --change 'ENV LLAMA_ARG_HOST=0.0.0.0' - "$server_image" >/dev/null
+  podman save --format docker-archive -o "$archive.partial" "$server_image"
+  mv "$archive.partial" "$archive"
+  rm -rf "$layer"
+}
+
+make_model() {
+  local tree=$1 model="$cache/models/llamacpp/tiny-llama.gguf"
+  if [ -f "$model" ]; then return; fi
+  log "writing the tiny GGUF model"
+  "$python" "$root/scripts/sandbox/make_tiny_gguf.py" "$tree/models/ggml-vocab-llama-spm.gguf" "$model"
+}
+
+build_host_image
+tree=$(llama_source)
+build_llama_server "$tree"
+build_server_image
+make_model "$tree"
+log "sandbox artifacts ready in $cache"

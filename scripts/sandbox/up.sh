@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Start the sandbox host: a Debian systemd container on this machine's network, standing in
+# for a GPU server. Usage: up.sh [NAME]   (default: $SWITCHYARD_SANDBOX or switchyard-sandbox)
+#
+# The flags below are this machine's quirks, kept here and never in the roles:
+#   --runtime runc          crun refuses the machine's hybrid cgroup layout
+#   --ulimit ...            the machine lacks CAP_SYS_RESOURCE for podman's default rlimits
+#                           (nproc above about 20000 is refused, so it is set to 4096)
+#   --volume ...containers  nested podman cannot put overlay storage on the container's overlay
+#   --network host          the services bind 127.0.0.1 in the host and answer there, as on a server
+set -euo pipefail
+
+name=${1:-${SWITCHYARD_SANDBOX:-switchyard-sandbox}}
+image=localhost/switchyard/sandbox-host:bookworm
+
+if podman container exists "$name"; then
+  echo "sandbox host $name is already running" >&2
+  exit 0
+fi
+for port in 8000 8001 8002 8080; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "port $port on 127.0.0.1 is in use; stop what holds it (another sandbox: scripts/sandbox/down.sh NAME) and retry" >&2
+    exit 1
+  fi
+done
+
+podman --runtime runc run --detach --name "$name" --hostname "$name" \
+  --privileged --systemd=always --network host \
+  --ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit nproc=4096:4096 \
+  --volume "$name-containers:/var/lib/containers" \
+  "$image" /sbin/init >/dev/null
+
+for _ in $(seq 60); do
+  state=$(podman exec "$name" systemctl is-system-running 2>/dev/null || true)
+  case $state in
+    running|degraded) echo "sandbox host $name is up ($state)"; exit 0 ;;
+  esac
+  sleep 1
+done
+echo "sandbox host $name did not finish booting: $state" >&2
+exit 1

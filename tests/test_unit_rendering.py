@@ -1,0 +1,170 @@
+"""The units the llm role renders for real GPU hosts: every backend, engine and GPU setting.
+
+The sandbox host only runs the CPU llama.cpp variant, so the other variants are rendered
+here with the role's own template and defaults, checked for what each engine needs, and
+verified by systemd-analyze.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+BACKENDS = ("vllm", "ollama", "llamacpp")
+ENGINES = ("podman", "docker")
+SERVICES = (*BACKENDS, "embedding", "reranker")
+
+
+@pytest.fixture(scope="module")
+def units(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("units")
+    env = os.environ | {"ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg")}
+    subprocess.run(
+        [
+            "ansible-playbook",
+            "--inventory=localhost,",
+            str(PROJECT / "tests/render_units.yml"),
+            "-e",
+            f"render_dir={out}",
+        ],
+        cwd=PROJECT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+def exec_start(unit: Path) -> list[str]:
+    text = unit.read_text().replace("\\\n", " ")
+    line = next(line for line in text.splitlines() if line.startswith("ExecStart="))
+    return shlex.split(line.removeprefix("ExecStart="))
+
+
+def option(argv: list[str], flag: str) -> str:
+    """The value that follows a flag in an argument list."""
+    return argv[argv.index(flag) + 1]
+
+
+def variants():
+    for name in SERVICES:
+        for engine in ENGINES:
+            for gpu in ("gpu", "cpu"):
+                yield name, engine, gpu
+
+
+@pytest.mark.parametrize(("name", "engine", "gpu"), list(variants()))
+def test_gpu_access_matches_the_engine(units, name, engine, gpu):
+    argv = exec_start(units / f"{name}-{engine}-{gpu}.service")
+    cdi = "--device" in argv and "nvidia.com/gpu=all" in argv
+    docker_gpus = "--gpus" in argv and "all" in argv
+    if gpu == "cpu":
+        assert not cdi and not docker_gpus
+    elif engine == "podman":
+        assert cdi and not docker_gpus
+    else:
+        assert docker_gpus and not cdi
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_podman_units_hand_systemd_the_container_state(units, name):
+    text = (units / f"{name}-podman-gpu.service").read_text()
+    argv = exec_start(units / f"{name}-podman-gpu.service")
+    assert "Type=notify" in text and "NotifyAccess=all" in text
+    for flag in ("--sdnotify=conmon", "--cgroups=split", "--cidfile=%t/%n.ctr-id", "--replace", "--rm"):
+        assert flag in argv
+    assert "ExecStartPre=/usr/bin/rm --force %t/%n.ctr-id" in text
+    assert "ExecStop=/usr/bin/podman stop --ignore --time=10 --cidfile=%t/%n.ctr-id" in text
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_docker_units_remove_any_stale_backend_container_first(units, name):
+    text = (units / f"{name}-docker-gpu.service").read_text()
+    assert "ExecStartPre=-/usr/bin/docker rm --force llm-vllm llm-ollama llm-llamacpp" in text
+    assert exec_start(units / f"{name}-docker-gpu.service")[:3] == ["/usr/bin/docker", "run", "--rm"]
+
+
+@pytest.mark.parametrize(("name", "engine", "gpu"), list(variants()))
+def test_units_restart_on_failure_and_allow_long_loads(units, name, engine, gpu):
+    text = (units / f"{name}-{engine}-{gpu}.service").read_text()
+    assert "Restart=on-failure" in text
+    assert "TimeoutStartSec=1800" in text
+    assert text.startswith("#")  # the ansible_managed header
+
+
+def test_vllm_unit_carries_the_seed_settings(units):
+    argv = exec_start(units / "vllm-podman-gpu.service")
+    assert option(argv, "docker.io/vllm/vllm-openai:v0.12.0") == "Qwen/Qwen3-8B-AWQ"
+    expected = {
+        "--served-model-name": "qwen3-8b",
+        "--quantization": "awq",
+        "--gpu-memory-utilization": "0.65",
+        "--kv-cache-dtype": "fp8",
+        "--max-model-len": "8192",
+        "--reasoning-parser": "qwen3",
+        "--host": "127.0.0.1",
+        "--port": "8000",
+    }
+    assert {flag: option(argv, flag) for flag in expected} == expected
+    assert "--ipc" in argv
+
+
+def test_vllm_cpu_unit_uses_the_cpu_image_without_gpu_settings(units):
+    argv = exec_start(units / "vllm-podman-cpu.service")
+    assert "public.ecr.aws/q9t5s3a7/vllm-cpu-release-repo:v0.12.0" in argv
+    assert "--gpu-memory-utilization" not in argv and "--kv-cache-dtype" not in argv
+
+
+def test_ollama_unit_carries_the_seed_settings(units):
+    argv = exec_start(units / "ollama-podman-gpu.service")
+    assert "OLLAMA_HOST=127.0.0.1:8000" in argv
+    assert "OLLAMA_NUM_PARALLEL=2" in argv
+    assert "/var/lib/switchyard/ollama:/root/.ollama" in argv
+    assert argv[-1] == "docker.io/ollama/ollama:0.13.0"
+
+
+def test_llamacpp_unit_carries_the_seed_settings(units):
+    argv = exec_start(units / "llamacpp-podman-gpu.service")
+    assert "ghcr.io/ggml-org/llama.cpp:server-cuda-b12464" in argv
+    assert option(argv, "--model") == "/models/qwen3-8b-q4_k_m.gguf"
+    assert option(argv, "--n-gpu-layers") == "99"
+    assert option(argv, "--alias") == "qwen3-8b"
+    # "qwen3" means the template embedded in the GGUF: no --chat-template override.
+    assert "--chat-template" not in argv and "--jinja" in argv
+    assert "--n-gpu-layers" not in exec_start(units / "llamacpp-podman-cpu.service")
+
+
+def test_pooling_units_run_vllm_pooling_servers(units):
+    for name, port, model in (("embedding", "8001", "BAAI/bge-m3"), ("reranker", "8002", "BAAI/bge-reranker-v2-m3")):
+        argv = exec_start(units / f"{name}-podman-gpu.service")
+        assert option(argv, "--name") == f"llm-{name}"
+        assert option(argv, "--port") == port
+        assert option(argv, "--runner") == "pooling"
+        assert model in argv
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_rendered_units_pass_systemd_analyze_verify(units, engine):
+    files = sorted(str(path) for path in units.glob(f"*-{engine}-*.service"))
+    assert len(files) == 10
+    env = dict(os.environ)
+    tolerated = "(?!)"
+    if engine == "docker":
+        # docker.io is not installed here: a stand-in docker.service lets verify resolve
+        # Requires=docker.service, and the one error it may still give is that
+        # /usr/bin/docker is missing.
+        stub = units / "stub-unit-path"
+        stub.mkdir(exist_ok=True)
+        (stub / "docker.service").write_text("[Service]\nExecStart=/bin/true\n")
+        env["SYSTEMD_UNIT_PATH"] = f"{stub}:"
+        if not Path("/usr/bin/docker").exists():
+            tolerated = r"Command /usr/bin/docker is not executable"
+    done = subprocess.run(["systemd-analyze", "verify", *files], capture_output=True, text=True, check=False, env=env)
+    errors = [line for line in done.stderr.splitlines() if line.strip() and not re.search(tolerated, line)]
+    assert errors == []
