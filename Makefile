@@ -33,4 +33,5 @@ lint: bootstrap
 
 ## Timings of a converge, a re-run and a backend switch on the sandbox host.
 bench: sandbox-artifacts
+	molecule/default/build_test_doubles.sh
 	$(VENV)/python scripts/bench_switch.py

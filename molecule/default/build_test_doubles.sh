@@ -24,6 +24,6 @@ ENTRYPOINT ["/bin/ollama"]
 CMD ["serve"]
 CONTAINERFILE
 podman build --runtime runc --quiet --tag "$image" "$context" >/dev/null
-podman save --format docker-archive -o "$archive.partial" "$image"
+podman save --quiet --format docker-archive -o "$archive.partial" "$image"
 mv "$archive.partial" "$archive"
 echo "==> built $image"

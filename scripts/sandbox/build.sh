@@ -16,7 +16,7 @@ host_image=localhost/switchyard/sandbox-host:bookworm
 server_image=localhost/switchyard/llama.cpp:server-local
 mkdir -p "$cache"
 
-log() { printf '==> %s\n' "$*"; }
+log() { printf '==> %s\n' "$*" >&2; }
 
 build_host_image() {
   if podman image exists "$host_image"; then return; fi
@@ -28,7 +28,7 @@ build_host_image() {
     bookworm "$rootfs" >"$cache/debootstrap.log"
   # A sandbox host gets its machine id at first boot, like a fresh install.
   : >"$rootfs/etc/machine-id"
-  tar -C "$rootfs" -c . | podman import \
+  tar -C "$rootfs" -c . | podman import --quiet \
     --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL SIGRTMIN+3' - "$host_image" >/dev/null
   rm -rf "$rootfs"
 }
@@ -72,10 +72,10 @@ build_server_image() {
   echo 'root:x:0:0:root:/root:/sbin/nologin' >"$layer/etc/passwd"
   chmod 1777 "$layer/tmp"
   podman rmi --force "$server_image" >/dev/null 2>&1 || true
-  tar -C "$layer" -c . | podman import \
+  tar -C "$layer" -c . | podman import --quiet \
     --change 'ENTRYPOINT ["/app/llama-server"]' --change 'WORKDIR /app' \
     --change 'ENV LLAMA_ARG_HOST=0.0.0.0' - "$server_image" >/dev/null
-  podman save --format docker-archive -o "$archive.partial" "$server_image"
+  podman save --quiet --format docker-archive -o "$archive.partial" "$server_image"
   mv "$archive.partial" "$archive"
   rm -rf "$layer"
 }

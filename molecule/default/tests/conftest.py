@@ -27,7 +27,7 @@ class PlaybookRun:
     output: str
 
 
-def run_site(*extra_vars: str) -> PlaybookRun:
+def run_site(*extra_vars: str, check: bool = False) -> PlaybookRun:
     """Run site.yml against the sandbox the way a user would, with -e for each item."""
     command = [
         "ansible-playbook",
@@ -37,6 +37,8 @@ def run_site(*extra_vars: str) -> PlaybookRun:
     ]
     for item in extra_vars:
         command += ["--extra-vars", item]
+    if check:
+        command.append("--check")
     env = os.environ | {"ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
     done = subprocess.run(command, cwd=PROJECT, env=env, capture_output=True, text=True, check=False)
     return PlaybookRun(done.returncode, done.stdout + done.stderr)

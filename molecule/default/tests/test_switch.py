@@ -71,6 +71,20 @@ def test_same_settings_do_not_restart_the_backend(host, http, llamacpp_id):
     assert_llamacpp_serving(host, http, llamacpp_id)
 
 
+def test_check_mode_reports_no_change_on_a_converged_host(host, http, llamacpp_id):
+    run = run_site(check=True)
+    assert run.returncode == 0, run.output
+    assert "changed=0" in run.output
+    assert_llamacpp_serving(host, http, llamacpp_id)
+
+
+def test_check_mode_switch_reports_changes_but_changes_nothing(host, http, llamacpp_id):
+    run = run_site("llm_backend=ollama", check=True)
+    assert run.returncode == 0, run.output
+    assert "changed=0" not in run.output
+    assert_llamacpp_serving(host, http, llamacpp_id)
+
+
 def test_changed_settings_restart_the_backend(host, http, llamacpp_id):
     run = run_site("llm_max_model_len=256")
     assert run.returncode == 0, run.output
