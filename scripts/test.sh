@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything CI runs, in order: lint, the unit-rendering tests, then the Molecule scenario on
-# a fresh sandbox host (converge, idempotence, testinfra checks and the switch tests).
+# a fresh sandbox host (converge, idempotence, testinfra checks and the switch tests), and
+# the GPU stack's scenario against a local stand-in for NVIDIA's repositories.
 # Run it as `make test`, which first builds the offline sandbox artifacts.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -10,8 +11,9 @@ export SWITCHYARD_SANDBOX="${SWITCHYARD_SANDBOX:-switchyard-molecule}"
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "building the test doubles"
+step "building the test doubles and the NVIDIA repository fixture"
 molecule/default/build_test_doubles.sh
+molecule/gpu/build_repo.sh
 
 step "lint: yamllint, ansible-lint (production profile), ruff"
 yamllint --strict .
@@ -21,5 +23,11 @@ ruff check .
 step "rendered units for every backend, engine and GPU setting"
 pytest -p no:cacheprovider tests/
 
-step "molecule: the sandbox host, converged twice, verified, switched"
-molecule test
+step "molecule default: the sandbox host, converged twice, verified, switched"
+molecule test --scenario-name default
+
+step "molecule gpu: the NVIDIA stack against the repository fixture on 127.0.0.1:8765"
+python3 -m http.server 8765 --bind 127.0.0.1 --directory .cache/gpu-repo >/dev/null 2>&1 &
+fixture_server=$!
+trap 'kill "$fixture_server" 2>/dev/null || true' EXIT
+molecule test --scenario-name gpu

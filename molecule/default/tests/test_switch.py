@@ -5,7 +5,7 @@ files/ollama_test_double.py): no Ollama binary can be had on these machines.
 """
 
 import pytest
-from conftest import backend_containers, run_site
+from conftest import backend_containers
 
 
 def served_models(http) -> list[str]:
@@ -27,7 +27,7 @@ def llamacpp_id(host, http) -> str:
     return backend_containers(host)["llm-llamacpp"]
 
 
-def test_switch_to_ollama_and_back(host, http):
+def test_switch_to_ollama_and_back(host, run_site, http):
     to_ollama = run_site("llm_backend=ollama")
     assert to_ollama.returncode == 0, to_ollama.output
     assert host.service("llm-backend").is_running
@@ -43,49 +43,49 @@ def test_switch_to_ollama_and_back(host, http):
     assert_llamacpp_serving(host, http)
 
 
-def test_invalid_backend_is_rejected_before_anything_changes(host, http, llamacpp_id):
+def test_invalid_backend_is_rejected_before_anything_changes(host, run_site, http, llamacpp_id):
     run = run_site("llm_backend=tgi")
     assert run.returncode != 0
     assert "llm_backend" in run.output and "vllm, ollama, llamacpp" in run.output
     assert_llamacpp_serving(host, http, llamacpp_id)
 
 
-def test_switch_to_a_missing_model_leaves_the_backend_serving(host, http, llamacpp_id):
+def test_switch_to_a_missing_model_leaves_the_backend_serving(host, run_site, http, llamacpp_id):
     run = run_site("llm_backend=ollama", "llm_ollama_model=absent:7b")
     assert run.returncode != 0
     assert "is not on the host" in run.output and "absent" in run.output
     assert_llamacpp_serving(host, http, llamacpp_id)
 
 
-def test_switch_to_a_missing_image_leaves_the_backend_serving(host, http, llamacpp_id):
+def test_switch_to_a_missing_image_leaves_the_backend_serving(host, run_site, http, llamacpp_id):
     run = run_site("llm_backend=ollama", "llm_ollama_image=localhost/switchyard/no-such-image:1")
     assert run.returncode != 0
     assert "Could not pull localhost/switchyard/no-such-image:1" in run.output
     assert_llamacpp_serving(host, http, llamacpp_id)
 
 
-def test_same_settings_do_not_restart_the_backend(host, http, llamacpp_id):
+def test_same_settings_do_not_restart_the_backend(host, run_site, http, llamacpp_id):
     run = run_site()
     assert run.returncode == 0, run.output
     assert "changed=0" in run.output
     assert_llamacpp_serving(host, http, llamacpp_id)
 
 
-def test_check_mode_reports_no_change_on_a_converged_host(host, http, llamacpp_id):
+def test_check_mode_reports_no_change_on_a_converged_host(host, run_site, http, llamacpp_id):
     run = run_site(check=True)
     assert run.returncode == 0, run.output
     assert "changed=0" in run.output
     assert_llamacpp_serving(host, http, llamacpp_id)
 
 
-def test_check_mode_switch_reports_changes_but_changes_nothing(host, http, llamacpp_id):
+def test_check_mode_switch_reports_changes_but_changes_nothing(host, run_site, http, llamacpp_id):
     run = run_site("llm_backend=ollama", check=True)
     assert run.returncode == 0, run.output
     assert "changed=0" not in run.output
     assert_llamacpp_serving(host, http, llamacpp_id)
 
 
-def test_changed_settings_restart_the_backend(host, http, llamacpp_id):
+def test_changed_settings_restart_the_backend(host, run_site, http, llamacpp_id):
     run = run_site("llm_max_model_len=256")
     assert run.returncode == 0, run.output
     assert backend_containers(host)["llm-llamacpp"] != llamacpp_id
@@ -94,7 +94,7 @@ def test_changed_settings_restart_the_backend(host, http, llamacpp_id):
     assert restore.returncode == 0, restore.output
 
 
-def test_backend_that_fails_to_start_is_rolled_back(host, http):
+def test_backend_that_fails_to_start_is_rolled_back(host, run_site, http):
     good_unit = host.file("/etc/systemd/system/llm-backend.service").content_string
     run = run_site('{"llm_llamacpp_extra_args": ["--no-such-flag"], "llm_health_timeout": 20}')
     assert run.returncode != 0

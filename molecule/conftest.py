@@ -1,0 +1,67 @@
+"""Fixtures for the tests of every Molecule scenario, run against its sandbox host.
+
+The sandbox shares this machine's network, so its services answer on 127.0.0.1 here just
+as they would for curl on the host itself.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+BACKEND_URL = "http://127.0.0.1:8000"
+BACKEND_CONTAINERS = ("llm-vllm", "llm-ollama", "llm-llamacpp")
+
+
+@dataclass
+class PlaybookRun:
+    returncode: int
+    output: str
+
+
+class SiteRunner(Protocol):
+    def __call__(self, *extra_vars: str, check: bool = False, playbook: str = "site.yml") -> PlaybookRun: ...
+
+
+@pytest.fixture
+def run_site(request: pytest.FixtureRequest) -> SiteRunner:
+    """Run a playbook against the scenario's sandbox the way a user would, with -e per item."""
+    scenario = request.path.parents[1]
+
+    def run(*extra_vars: str, check: bool = False, playbook: str = "site.yml") -> PlaybookRun:
+        command = [
+            "ansible-playbook",
+            f"--inventory={PROJECT / 'inventory/sandbox/hosts.yml'}",
+            f"--inventory={scenario / 'inventory/hosts.yml'}",
+            str(PROJECT / playbook),
+        ]
+        for item in extra_vars:
+            command += ["--extra-vars", item]
+        if check:
+            command.append("--check")
+        env = os.environ | {"ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+        done = subprocess.run(command, cwd=PROJECT, env=env, capture_output=True, text=True, check=False)
+        return PlaybookRun(done.returncode, done.stdout + done.stderr)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def http() -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=BACKEND_URL, timeout=60) as client:
+        yield client
+
+
+def backend_containers(host) -> dict[str, str]:
+    """Running backend containers on the sandbox host: name -> container id."""
+    listing = host.check_output("podman ps --format '{{.Names}} {{.ID}}'")
+    pairs = (line.split() for line in listing.splitlines() if line.strip())
+    return {name: cid for name, cid in pairs if name in BACKEND_CONTAINERS}
