@@ -57,7 +57,8 @@ def test_first_install_leaves_a_reboot_pending_across_runs(host):
     # The sandbox shares the machine's kernel, so its boot id never changes: the converge
     # and the idempotence run both saw the reboot pending and skipped the GPU checks.
     marker = host.file("/var/lib/misc/switchyard-nvidia-reboot-pending")
-    assert marker.content_string == host.file("/proc/sys/kernel/random/boot_id").content_string.strip()
+    boot_id = host.file("/proc/sys/kernel/random/boot_id").content_string
+    assert marker.content_string.strip() == boot_id.strip()
     assert "nvidia-smi --query-gpu" not in host.file(DOUBLES_LOG).content_string
 
 
