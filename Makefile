@@ -27,9 +27,7 @@ test: sandbox-artifacts
 	scripts/test.sh
 
 lint: bootstrap
-	yamllint --strict .
-	ansible-lint --profile production
-	ruff check scripts tests molecule
+	scripts/lint.sh
 
 ## Timings of a converge, a re-run and a backend switch on the sandbox host.
 bench: sandbox-artifacts

@@ -16,9 +16,7 @@ molecule/default/build_test_doubles.sh
 molecule/gpu/build_repo.sh
 
 step "lint: yamllint, ansible-lint (production profile), ruff"
-yamllint --strict .
-ansible-lint --profile production
-ruff check .
+scripts/lint.sh
 
 step "rendered units for every backend, engine and GPU setting"
 pytest -p no:cacheprovider tests/
