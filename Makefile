@@ -5,13 +5,17 @@ VENV := .venv/bin
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: demo demo-down test lint bench bootstrap sandbox-artifacts
+.PHONY: demo demo-down test lint bench bench-gateway bench-vllm bootstrap sandbox-artifacts vllm-artifacts
 
 bootstrap:
 	scripts/bootstrap.sh
 
 sandbox-artifacts: bootstrap
 	scripts/sandbox/build.sh
+
+## vLLM's CPU build as an image, a tiny Qwen3 and all-MiniLM-L6-v2 (about 7 minutes, 4 GB).
+vllm-artifacts: sandbox-artifacts
+	scripts/sandbox/build_vllm.sh
 
 ## Provision the sandbox host with the CPU llama.cpp backend; it answers on 127.0.0.1:8000.
 demo: sandbox-artifacts
@@ -22,8 +26,8 @@ demo: sandbox-artifacts
 demo-down:
 	scripts/sandbox/down.sh
 
-## Lint, then the Molecule scenario on a fresh sandbox host (converge, idempotence, verify, switch).
-test: sandbox-artifacts
+## Lint, unit and gateway tests, then the Molecule scenarios on fresh sandbox hosts.
+test: sandbox-artifacts vllm-artifacts
 	scripts/test.sh
 
 lint: bootstrap
@@ -33,3 +37,7 @@ lint: bootstrap
 bench: sandbox-artifacts
 	molecule/default/build_test_doubles.sh
 	$(VENV)/python scripts/bench_switch.py
+
+## The gateway's added latency and throughput vs a direct connection and LiteLLM's proxy.
+bench-gateway: bootstrap
+	$(VENV)/python scripts/bench_gateway.py

@@ -18,6 +18,9 @@ import pytest
 
 PROJECT = Path(__file__).resolve().parents[1]
 BACKEND_URL = "http://127.0.0.1:8000"
+GATEWAY_URL = "http://127.0.0.1:8080"
+# The sandbox inventory's gateway_api_key (inventory/sandbox/hosts.yml).
+GATEWAY_KEY = "sandbox-key-not-secret-0001"
 BACKEND_CONTAINERS = ("llm-vllm", "llm-ollama", "llm-llamacpp")
 
 
@@ -57,6 +60,14 @@ def run_site(request: pytest.FixtureRequest) -> SiteRunner:
 @pytest.fixture(scope="session")
 def http() -> Iterator[httpx.Client]:
     with httpx.Client(base_url=BACKEND_URL, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def gateway() -> Iterator[httpx.Client]:
+    """A client of the gateway on :8080, with the sandbox's API key."""
+    headers = {"Authorization": f"Bearer {GATEWAY_KEY}"}
+    with httpx.Client(base_url=GATEWAY_URL, headers=headers, timeout=60) as client:
         yield client
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Everything CI runs, in order: lint, the unit-rendering tests, then the Molecule scenario on
-# a fresh sandbox host (converge, idempotence, testinfra checks and the switch tests), and
-# the GPU stack's scenario against a local stand-in for NVIDIA's repositories.
+# Everything CI runs, in order: lint, the unit-rendering tests, the gateway's tests, then the
+# Molecule scenario on a fresh sandbox host (converge, idempotence, testinfra checks and the
+# switch tests), and the GPU stack's scenario against a local stand-in for NVIDIA's repositories.
 # Run it as `make test`, which first builds the offline sandbox artifacts.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,8 +21,14 @@ scripts/lint.sh
 step "rendered units for every backend, engine and GPU setting"
 pytest -p no:cacheprovider tests/
 
+step "gateway: its own tests against a real llama-server, with the openai SDK as the client"
+pytest -p no:cacheprovider gateway/tests/
+
 step "molecule default: the sandbox host, converged twice, verified, switched"
 molecule test --scenario-name default
+
+step "molecule vllm: vLLM's backend, embedding and reranker for real, and a switch beside them"
+molecule test --scenario-name vllm
 
 step "molecule gpu: the NVIDIA stack against the repository fixture on 127.0.0.1:8765"
 python3 -m http.server 8765 --bind 127.0.0.1 --directory .cache/gpu-repo >/dev/null 2>&1 &

@@ -5,6 +5,8 @@
 #   - localhost/switchyard/llama.cpp:server-local  an image laid out like the official
 #     llama.cpp server image (/app/llama-server), saved to an archive for the host to load
 #   - models/llamacpp/tiny-llama.gguf              a tiny random-weight model
+#   - wheelhouse/                                  wheels of gateway/requirements.txt, so the
+#     sandbox host installs the gateway offline, as an air-gapped host would
 # Everything lands in .cache/sandbox/ and is reused when already there.
 set -euo pipefail
 
@@ -87,7 +89,18 @@ make_model() {
   "$python" "$root/scripts/sandbox/make_tiny_gguf.py" "$tree/models/ggml-vocab-llama-spm.gguf" "$model"
 }
 
+build_wheelhouse() {
+  local wheelhouse="$cache/wheelhouse" stamp="$cache/wheelhouse/.requirements"
+  if cmp --silent "$root/gateway/requirements.txt" "$stamp"; then return; fi
+  log "downloading the gateway's wheels"
+  rm -rf "$wheelhouse" && mkdir -p "$wheelhouse"
+  # Binary wheels only: the host needs no compiler. The sandbox host's Python is this one's.
+  "$python" -m pip download --quiet --only-binary=:all: -r "$root/gateway/requirements.txt" -d "$wheelhouse"
+  cp "$root/gateway/requirements.txt" "$stamp"
+}
+
 build_host_image
+build_wheelhouse
 tree=$(llama_source)
 build_llama_server "$tree"
 build_server_image

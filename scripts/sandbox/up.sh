@@ -8,6 +8,8 @@
 #                           (nproc above about 20000 is refused, so it is set to 4096)
 #   --volume ...containers  nested podman cannot put overlay storage on the container's overlay
 #   --network host          the services bind 127.0.0.1 in the host and answer there, as on a server
+#   --shm-size 2g           vLLM (run with --ipc host) needs more /dev/shm than podman's 64 MB;
+#                           a real host's /dev/shm is half its memory
 set -euo pipefail
 
 name=${1:-${SWITCHYARD_SANDBOX:-switchyard-sandbox}}
@@ -25,7 +27,7 @@ for port in 8000 8001 8002 8080; do
 done
 
 podman --runtime runc run --detach --name "$name" --hostname "$name" \
-  --privileged --systemd=always --network host \
+  --privileged --systemd=always --network host --shm-size 2g \
   --ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit nproc=4096:4096 \
   --volume "$name-containers:/var/lib/containers" \
   "$image" /sbin/init >/dev/null

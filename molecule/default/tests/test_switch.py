@@ -5,11 +5,23 @@ files/ollama_test_double.py): no Ollama binary can be had on these machines.
 """
 
 import pytest
+
 from conftest import backend_containers
 
 
 def served_models(http) -> list[str]:
     return [model["id"] for model in http.get("/v1/models").json()["data"]]
+
+
+def assert_gateway_routes_to(gateway, backend: str) -> None:
+    """Clients of the gateway keep one model name, whichever backend answers."""
+    assert gateway.get("/config").json()["backend"] == backend
+    assert served_models(gateway) == ["tiny-llama"]
+    reply = gateway.post(
+        "/v1/chat/completions", json={"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}]}
+    )
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["model"] == "tiny-llama"
 
 
 def assert_llamacpp_serving(host, http, container_id: str | None = None) -> None:
@@ -27,7 +39,8 @@ def llamacpp_id(host, http) -> str:
     return backend_containers(host)["llm-llamacpp"]
 
 
-def test_switch_to_ollama_and_back(host, run_site, http):
+def test_switch_to_ollama_and_back(host, run_site, http, gateway):
+    assert_gateway_routes_to(gateway, "llamacpp")
     to_ollama = run_site("llm_backend=ollama")
     assert to_ollama.returncode == 0, to_ollama.output
     assert host.service("llm-backend").is_running
@@ -37,10 +50,12 @@ def test_switch_to_ollama_and_back(host, run_site, http):
         "/v1/chat/completions", json={"model": "tiny:latest", "messages": [{"role": "user", "content": "hi"}]}
     )
     assert reply.status_code == 200
+    assert_gateway_routes_to(gateway, "ollama")
 
     back = run_site("llm_backend=llamacpp")
     assert back.returncode == 0, back.output
     assert_llamacpp_serving(host, http)
+    assert_gateway_routes_to(gateway, "llamacpp")
 
 
 def test_invalid_backend_is_rejected_before_anything_changes(host, run_site, http, llamacpp_id):

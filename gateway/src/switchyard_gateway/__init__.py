@@ -1,0 +1,3 @@
+"""Switchyard's gateway: one OpenAI-compatible front door for the active LLM backend."""
+
+__version__ = "1.0.0"

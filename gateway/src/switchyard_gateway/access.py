@@ -1,0 +1,68 @@
+"""One access-log line and the request metrics per request, as plain ASGI middleware (cheaper
+than Starlette's BaseHTTPMiddleware, and it sees the end of a streamed body)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from time import perf_counter
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .metrics import Metrics
+
+logger = logging.getLogger("switchyard_gateway.access")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+class AccessLog:
+    """Logs method, path, status, duration, request id and public model name: never a body,
+    a query string or a header value other than the request id."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: frozenset[str]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = perf_counter()
+        request_id = _client_request_id(scope) or uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            seconds = perf_counter() - started
+            path = scope["path"]
+            self.metrics.observe(path if path in self.routes else "other", status, seconds)
+            logger.info(
+                "%s %s %d %.1fms id=%s model=%s",
+                scope["method"],
+                path,
+                status,
+                seconds * 1000,
+                request_id,
+                state.get("model", "-"),
+            )
+
+
+def _client_request_id(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            return candidate if _REQUEST_ID.match(candidate) else None
+    return None

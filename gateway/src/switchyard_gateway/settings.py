@@ -1,0 +1,141 @@
+"""Every setting of the gateway, read from the environment in this one place.
+
+The systemd unit sets them from the inventory (roles/gateway); each one is named
+SWITCHYARD_GATEWAY_<FIELD>. API keys never travel in the environment: they are read from the
+file SWITCHYARD_GATEWAY_API_KEYS_FILE names (root and the service's user only).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BACKENDS = ("vllm", "ollama", "llamacpp")
+PREFIX = "SWITCHYARD_GATEWAY_"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message says which and what to change."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    backend: str
+    model: str
+    backend_model: str
+    model_aliases: tuple[str, ...] = ()
+    backend_url: str = "http://127.0.0.1:8000"
+    embedding_url: str = "http://127.0.0.1:8001"
+    embedding_model: str = ""
+    reranker_url: str = "http://127.0.0.1:8002"
+    reranker_model: str = ""
+    auth: bool = True
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    health_requires_key: bool = False
+    max_body_bytes: int = 10 * 1024 * 1024
+    connect_timeout: float = 5.0
+    read_timeout: float = 600.0
+    health_timeout: float = 2.0
+    retry_after: int = 5
+    max_connections: int = 512
+    host: str = "127.0.0.1"
+    port: int = 8080
+    log_level: str = "info"
+
+    @property
+    def backend_health_path(self) -> str:
+        # Ollama has no /health; /api/version answers once it serves.
+        return "/api/version" if self.backend == "ollama" else "/health"
+
+    @property
+    def backend_version_path(self) -> tuple[str, str]:
+        """Where the backend tells its version: (path, JSON field)."""
+        return {"vllm": ("/version", "version"), "ollama": ("/api/version", "version")}.get(
+            self.backend, ("/props", "build_info")
+        )
+
+
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{PREFIX}{name}={raw!r}: use true or false")
+
+
+def _number(name: str, raw: str, kind: type[int] | type[float]) -> int | float:
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise SettingsError(f"{PREFIX}{name}={raw!r}: must be a {kind.__name__}") from None
+    if value <= 0:
+        raise SettingsError(f"{PREFIX}{name}={raw!r}: must be above 0")
+    return value
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(name.strip() for name in raw.split(",") if name.strip()))
+
+
+def read_api_keys(path: Path) -> tuple[str, ...]:
+    """One key per line; blank lines and lines starting with # are skipped."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise SettingsError(f"cannot read the API key file {path}: {error.strerror}") from None
+    return tuple(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
+
+
+def load(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from the environment; raises SettingsError naming the variable to fix."""
+    env = os.environ if env is None else env
+
+    def get(name: str, default: str = "") -> str:
+        return env.get(PREFIX + name, default).strip()
+
+    backend = get("BACKEND")
+    if backend not in BACKENDS:
+        raise SettingsError(f"{PREFIX}BACKEND={backend!r}: must be one of {', '.join(BACKENDS)}")
+    model = get("MODEL")
+    if not model:
+        raise SettingsError(f"{PREFIX}MODEL is empty: set the public model name clients use")
+    auth = _bool("AUTH", get("AUTH", "true"))
+    api_keys: tuple[str, ...] = ()
+    if auth:
+        if not get("API_KEYS_FILE"):
+            raise SettingsError(
+                f"auth is on but no API key file is configured: set {PREFIX}API_KEYS_FILE, or {PREFIX}AUTH=false"
+            )
+        keys_file = Path(get("API_KEYS_FILE"))
+        api_keys = read_api_keys(keys_file)
+        if not api_keys:
+            raise SettingsError(
+                f"auth is on but {keys_file} holds no key: add one key per line "
+                f"(gateway_api_keys in the inventory), or set {PREFIX}AUTH=false"
+            )
+    return Settings(
+        backend=backend,
+        model=model,
+        backend_model=get("BACKEND_MODEL") or model,
+        model_aliases=_names(get("MODEL_ALIASES")),
+        backend_url=get("BACKEND_URL", Settings.backend_url).rstrip("/"),
+        embedding_url=get("EMBEDDING_URL", Settings.embedding_url).rstrip("/"),
+        embedding_model=get("EMBEDDING_MODEL"),
+        reranker_url=get("RERANKER_URL", Settings.reranker_url).rstrip("/"),
+        reranker_model=get("RERANKER_MODEL"),
+        auth=auth,
+        api_keys=api_keys,
+        health_requires_key=_bool("HEALTH_REQUIRES_KEY", get("HEALTH_REQUIRES_KEY", "false")),
+        max_body_bytes=int(_number("MAX_BODY_BYTES", get("MAX_BODY_BYTES", str(Settings.max_body_bytes)), int)),
+        connect_timeout=_number("CONNECT_TIMEOUT", get("CONNECT_TIMEOUT", str(Settings.connect_timeout)), float),
+        read_timeout=_number("READ_TIMEOUT", get("READ_TIMEOUT", str(Settings.read_timeout)), float),
+        health_timeout=_number("HEALTH_TIMEOUT", get("HEALTH_TIMEOUT", str(Settings.health_timeout)), float),
+        retry_after=int(_number("RETRY_AFTER", get("RETRY_AFTER", str(Settings.retry_after)), int)),
+        max_connections=int(_number("MAX_CONNECTIONS", get("MAX_CONNECTIONS", str(Settings.max_connections)), int)),
+        host=get("HOST", Settings.host),
+        port=int(_number("PORT", get("PORT", str(Settings.port)), int)),
+        log_level=get("LOG_LEVEL", Settings.log_level).lower(),
+    )

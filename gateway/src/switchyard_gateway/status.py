@@ -1,0 +1,124 @@
+"""What the gateway knows about itself and its upstreams: health, deep health, models, config."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+
+from . import __version__
+from .auth import require_key, require_key_for_health
+from .metrics import CONTENT_TYPE
+from .settings import Settings
+
+health_router = APIRouter(dependencies=[Depends(require_key_for_health)])
+api_router = APIRouter(dependencies=[Depends(require_key)])
+
+
+def upstreams(settings: Settings) -> dict[str, tuple[str, str]]:
+    """Each configured upstream: (base URL, path that answers 200 once it serves)."""
+    found = {"backend": (settings.backend_url, settings.backend_health_path)}
+    if settings.embedding_url:
+        found["embedding"] = (settings.embedding_url, "/health")
+    if settings.reranker_url:
+        found["reranker"] = (settings.reranker_url, "/health")
+    return found
+
+
+async def probe(client: httpx.AsyncClient, url: str, timeout: float) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        response = await client.get(url, timeout=timeout)
+    except httpx.HTTPError as error:
+        outcome: dict[str, Any] = {"status": "down", "error": type(error).__name__}
+    else:
+        outcome = {"status": "ok" if response.status_code == 200 else "unhealthy", "http_status": response.status_code}
+    outcome["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
+    outcome["url"] = url
+    return outcome
+
+
+@health_router.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@health_router.get("/health/deep")
+async def health_deep(request: Request) -> JSONResponse:
+    """Every upstream probed at once; 503 when the backend is not serving, since then no
+    generation can succeed. A down embedding or reranker makes the answer `degraded`."""
+    state = request.app.state
+    settings = state.settings
+    targets = upstreams(settings)
+    results = await asyncio.gather(
+        *(probe(state.client, base + path, settings.health_timeout) for base, path in targets.values())
+    )
+    services = dict(zip(targets, results, strict=True))
+    if services["backend"]["status"] != "ok":
+        overall, status_code = "down", 503
+    elif any(service["status"] != "ok" for service in services.values()):
+        overall, status_code = "degraded", 200
+    else:
+        overall, status_code = "ok", 200
+    headers = {"Retry-After": str(settings.retry_after)} if status_code == 503 else None
+    return JSONResponse(
+        {"status": overall, "backend": settings.backend, "services": services}, status_code, headers=headers
+    )
+
+
+@health_router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)
+
+
+@api_router.get("/v1/models")
+async def list_models(request: Request) -> dict[str, Any]:
+    created = request.app.state.started
+    return {
+        "object": "list",
+        "data": [
+            {"id": name, "object": "model", "created": created, "owned_by": "switchyard"}
+            for name in request.app.state.catalog.public_names
+        ],
+    }
+
+
+async def backend_version(client: httpx.AsyncClient, settings: Settings) -> str | None:
+    path, field = settings.backend_version_path
+    try:
+        response = await client.get(settings.backend_url + path, timeout=settings.health_timeout)
+        return str(response.json()[field])
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return None
+
+
+@api_router.get("/config")
+async def config(request: Request) -> dict[str, Any]:
+    """The active set-up; keys are never part of it (only whether auth is on)."""
+    settings: Settings = request.app.state.settings
+    return {
+        "backend": settings.backend,
+        "models": {
+            "chat": settings.model,
+            "backend_name": settings.backend_model,
+            "aliases": list(settings.model_aliases),
+            "embedding": settings.embedding_model or None,
+            "reranker": settings.reranker_model or None,
+        },
+        "upstreams": {name: base for name, (base, _path) in upstreams(settings).items()},
+        "versions": {"gateway": __version__, "backend": await backend_version(request.app.state.client, settings)},
+        "auth": {
+            "enabled": settings.auth,
+            "keys": len(settings.api_keys),
+            "health_requires_key": settings.health_requires_key,
+        },
+        "limits": {
+            "max_body_bytes": settings.max_body_bytes,
+            "connect_timeout_s": settings.connect_timeout,
+            "read_timeout_s": settings.read_timeout,
+        },
+    }

@@ -1,0 +1,168 @@
+"""Real servers for the gateway's tests: the upstream `llama-server` built by
+scripts/sandbox/build.sh with its tiny generated model, and the gateway itself started as
+its systemd unit starts it (`python -m switchyard_gateway`, settings from the environment)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+LLAMA_SERVER = Path(os.environ.get("SWITCHYARD_LLAMA_SERVER", ROOT / ".cache/sandbox/llama-build/bin/llama-server"))
+TINY_GGUF = Path(os.environ.get("SWITCHYARD_TINY_GGUF", ROOT / ".cache/sandbox/models/llamacpp/tiny-llama.gguf"))
+
+PUBLIC_MODEL = "qwen3-8b"
+UPSTREAM_MODEL = "tiny-llama"
+KEYS = ("sk-test-first-key", "sk-test-second-key")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_up(url: str, process: subprocess.Popen, ready: tuple[int, ...] = (200,), timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited with {process.returncode} before answering {url}")
+        try:
+            if httpx.get(url, timeout=1).status_code in ready:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@dataclass
+class LlamaServer:
+    url: str
+    process: subprocess.Popen
+
+    def metric(self, name: str) -> float:
+        for line in httpx.get(self.url + "/metrics", timeout=5).text.splitlines():
+            if line.startswith(f"llamacpp:{name} "):
+                return float(line.split()[1])
+        raise KeyError(name)
+
+
+@pytest.fixture(scope="session")
+def start_llama_server() -> Iterator[Callable[..., LlamaServer]]:
+    if not (LLAMA_SERVER.is_file() and TINY_GGUF.is_file()):
+        pytest.fail(f"{LLAMA_SERVER} or {TINY_GGUF} is missing: run scripts/sandbox/build.sh first")
+    started: list[subprocess.Popen] = []
+
+    def start(*extra_args: str) -> LlamaServer:
+        port = free_port()
+        process = subprocess.Popen(
+            [str(LLAMA_SERVER), "--model", str(TINY_GGUF), "--alias", UPSTREAM_MODEL, "--host", "127.0.0.1",
+             "--port", str(port), "--jinja", "--metrics", *extra_args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        started.append(process)
+        url = f"http://127.0.0.1:{port}"
+        wait_until_up(url + "/health", process)
+        return LlamaServer(url, process)
+
+    yield start
+    for process in started:
+        stop(process)
+
+
+@pytest.fixture(scope="session")
+def llama_server(start_llama_server: Callable[..., LlamaServer]) -> LlamaServer:
+    """The backend: a real llama-server with the tiny model, four slots."""
+    return start_llama_server("--parallel", "4")
+
+
+@pytest.fixture(scope="session")
+def embedding_server(start_llama_server: Callable[..., LlamaServer]) -> LlamaServer:
+    """A real llama-server in embedding mode: the upstream for /v1/embeddings and rerank routing."""
+    return start_llama_server("--embeddings", "--pooling", "mean")
+
+
+@dataclass
+class Gateway:
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+
+@pytest.fixture(scope="session")
+def keys_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("credentials") / "api-keys"
+    path.write_text("# one key per line\n" + "\n".join(KEYS) + "\n\n")
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture(scope="session")
+def start_gateway(tmp_path_factory: pytest.TempPathFactory, keys_file: Path) -> Iterator[Callable[..., Gateway]]:
+    started: list[subprocess.Popen] = []
+
+    def start(backend_url: str, **settings: str) -> Gateway:
+        port = free_port()
+        env = {
+            "PATH": os.environ["PATH"],
+            "PYTHONPATH": str(ROOT / "gateway/src"),
+            "SWITCHYARD_GATEWAY_BACKEND": "llamacpp",
+            "SWITCHYARD_GATEWAY_BACKEND_URL": backend_url,
+            "SWITCHYARD_GATEWAY_MODEL": PUBLIC_MODEL,
+            "SWITCHYARD_GATEWAY_BACKEND_MODEL": UPSTREAM_MODEL,
+            "SWITCHYARD_GATEWAY_MODEL_ALIASES": "qwen3:8b,qwen3-8b-q4_k_m.gguf",
+            "SWITCHYARD_GATEWAY_API_KEYS_FILE": str(keys_file),
+            "SWITCHYARD_GATEWAY_PORT": str(port),
+            "SWITCHYARD_GATEWAY_EMBEDDING_URL": "",
+            "SWITCHYARD_GATEWAY_RERANKER_URL": "",
+        } | {f"SWITCHYARD_GATEWAY_{name.upper()}": value for name, value in settings.items()}
+        log = tmp_path_factory.mktemp("gateway") / "gateway.log"
+        with log.open("wb") as output:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "switchyard_gateway"], env=env, stdout=output, stderr=subprocess.STDOUT
+            )
+        started.append(process)
+        url = f"http://127.0.0.1:{port}"
+        wait_until_up(url + "/health", process, ready=(200, 401))  # 401: health behind the key
+        return Gateway(url, process, log)
+
+    yield start
+    for process in started:
+        stop(process)
+
+
+@pytest.fixture(scope="session")
+def gateway(start_gateway: Callable[..., Gateway], llama_server: LlamaServer, embedding_server: LlamaServer) -> Gateway:
+    """The gateway as deployed: auth on, the llama.cpp backend, embedding and reranker upstreams."""
+    return start_gateway(
+        llama_server.url,
+        embedding_url=embedding_server.url,
+        embedding_model="all-minilm",
+        reranker_url=embedding_server.url,
+        reranker_model="bge-reranker",
+    )
+
+
+@pytest.fixture
+def headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {KEYS[1]}"}

@@ -1,0 +1,51 @@
+from pathlib import Path
+
+import pytest
+
+from switchyard_gateway.settings import SettingsError, load
+
+BASE = {"SWITCHYARD_GATEWAY_BACKEND": "vllm", "SWITCHYARD_GATEWAY_MODEL": "qwen3-8b"}
+
+
+def test_auth_without_a_key_file_is_refused_with_what_to_set():
+    with pytest.raises(SettingsError, match="SWITCHYARD_GATEWAY_API_KEYS_FILE"):
+        load(BASE)
+
+
+def test_auth_with_an_empty_key_file_is_refused(tmp_path: Path):
+    keys = tmp_path / "api-keys"
+    keys.write_text("# no key yet\n\n")
+    with pytest.raises(SettingsError, match="holds no key"):
+        load(BASE | {"SWITCHYARD_GATEWAY_API_KEYS_FILE": str(keys)})
+
+
+def test_keys_come_one_per_line_from_the_file(tmp_path: Path):
+    (tmp_path / "api-keys").write_text("sk-one\n  sk-two  \n")
+    settings = load(BASE | {"SWITCHYARD_GATEWAY_API_KEYS_FILE": str(tmp_path / "api-keys")})
+    assert settings.api_keys == ("sk-one", "sk-two")
+    assert "sk-one" not in repr(settings)
+
+
+def test_unknown_backend_names_the_choices():
+    with pytest.raises(SettingsError, match="vllm, ollama, llamacpp"):
+        load(BASE | {"SWITCHYARD_GATEWAY_BACKEND": "tgi", "SWITCHYARD_GATEWAY_AUTH": "false"})
+
+
+@pytest.mark.parametrize(("name", "value"), [("AUTH", "maybe"), ("MAX_BODY_BYTES", "-1"), ("READ_TIMEOUT", "soon")])
+def test_malformed_values_name_the_variable(name: str, value: str):
+    with pytest.raises(SettingsError, match=f"SWITCHYARD_GATEWAY_{name}="):
+        load(BASE | {"SWITCHYARD_GATEWAY_AUTH": "false", f"SWITCHYARD_GATEWAY_{name}": value})
+
+
+def test_backend_name_and_aliases():
+    settings = load(
+        BASE
+        | {
+            "SWITCHYARD_GATEWAY_AUTH": "false",
+            "SWITCHYARD_GATEWAY_BACKEND_MODEL": "qwen3:8b",
+            "SWITCHYARD_GATEWAY_MODEL_ALIASES": "a, b,,a",
+            "SWITCHYARD_GATEWAY_BACKEND_URL": "http://127.0.0.1:8000/",
+        }
+    )
+    assert (settings.backend_model, settings.model_aliases) == ("qwen3:8b", ("a", "b"))
+    assert settings.backend_url == "http://127.0.0.1:8000"

@@ -1,0 +1,59 @@
+"""The gateway as roles/gateway runs it on the sandbox host: llm-gateway.service on :8080."""
+
+import json
+
+from conftest import GATEWAY_KEY
+
+CHAT = {"model": "tiny-llama", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 8}
+
+
+def test_gateway_unit_is_enabled_and_running(host):
+    service = host.service("llm-gateway")
+    assert service.is_enabled and service.is_running
+
+
+def test_gateway_runs_as_its_own_user(host):
+    user = host.check_output("systemctl show --property=User --value llm-gateway")
+    assert user == "switchyard-gateway"
+
+
+def test_gateway_listens_on_all_addresses(host):
+    assert host.socket("tcp://0.0.0.0:8080").is_listening
+
+
+def test_keys_file_is_readable_by_root_and_the_service_only(host):
+    keys = host.file("/etc/switchyard/gateway-api-keys")
+    assert (keys.user, keys.group, keys.mode) == ("root", "switchyard-gateway", 0o640)
+
+
+def test_no_key_in_the_settings_the_unit_or_the_journal(host, gateway):
+    gateway.get("/v1/models")
+    for path in ("/etc/switchyard/gateway.env", "/etc/systemd/system/llm-gateway.service"):
+        assert GATEWAY_KEY not in host.file(path).content_string
+    journal = host.check_output("journalctl -u llm-gateway --no-pager")
+    assert "GET /v1/models 200" in journal
+    assert GATEWAY_KEY not in journal
+
+
+def test_requests_without_a_key_are_refused(gateway):
+    response = gateway.get("/v1/models", headers={"Authorization": ""})
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "missing_api_key"
+
+
+def test_deep_health_sees_the_backend(gateway):
+    deep = gateway.get("/health/deep").json()
+    assert deep["status"] == "ok" and deep["backend"] == "llamacpp"
+    assert deep["services"]["backend"]["status"] == "ok"
+
+
+def test_chat_streams_through_the_gateway(gateway):
+    events = []
+    with gateway.stream("POST", "/v1/chat/completions", json=CHAT | {"stream": True}) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(event) for event in events[:-1]]
+    assert {chunk["model"] for chunk in chunks} == {"tiny-llama"}
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"

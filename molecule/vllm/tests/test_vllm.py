@@ -1,0 +1,132 @@
+"""vLLM's three services on the sandbox host, with real models, and the backend switch
+that leaves embedding and reranker running."""
+
+import json
+import math
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from conftest import GATEWAY_KEY, GATEWAY_URL, PROJECT, backend_containers
+
+CHAT_MODEL = "tiny-chat"
+POOLING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+DOCUMENTS = [
+    "A truck carries heavy goods on the highway.",
+    "Paris is the capital and largest city of France.",
+    "Kittens sleep up to twenty hours a day.",
+]
+QUERY = "What is the capital of France?"
+
+
+def url(port: int, path: str) -> str:
+    return f"http://127.0.0.1:{port}{path}"
+
+
+def cosine(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+
+
+def pooling_containers(host) -> dict[str, str]:
+    listing = host.check_output("podman ps --format '{{.Names}} {{.ID}}'")
+    pairs = (line.split() for line in listing.splitlines() if line.strip())
+    return {name: cid for name, cid in pairs if name in ("llm-embedding", "llm-reranker")}
+
+
+@pytest.mark.parametrize("unit", ["llm-backend", "llm-embedding", "llm-reranker"])
+def test_the_three_vllm_units_run(host, unit):
+    assert host.service(unit).is_running
+
+
+def test_embeddings_carry_meaning():
+    body = {"model": POOLING_MODEL, "input": ["cat", "kitten", "truck"]}
+    response = httpx.post(url(8001, "/v1/embeddings"), json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    cat, kitten, truck = (item["embedding"] for item in response.json()["data"])
+    assert len(cat) == 384
+    assert cosine(cat, kitten) > cosine(cat, truck)
+
+
+@pytest.mark.parametrize("path", ["/v1/rerank", "/rerank"])
+def test_rerank_puts_the_relevant_document_first(path):
+    body = {"model": POOLING_MODEL, "query": QUERY, "documents": DOCUMENTS}
+    response = httpx.post(url(8002, path), json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    ranked = sorted(response.json()["results"], key=lambda result: -result["relevance_score"])
+    assert ranked[0]["index"] == 1
+
+
+def test_score_prefers_the_relevant_document():
+    body = {"model": POOLING_MODEL, "text_1": QUERY, "text_2": DOCUMENTS}
+    response = httpx.post(url(8002, "/v1/score"), json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    scores = [item["score"] for item in response.json()["data"]]
+    assert scores.index(max(scores)) == 1
+
+
+def test_chat_backend_serves_the_model_name():
+    models = httpx.get(url(8000, "/v1/models"), timeout=30).json()["data"]
+    assert [model["id"] for model in models] == [CHAT_MODEL]
+
+
+@pytest.mark.parametrize("thinking", [True, False])
+def test_chat_answers_with_and_without_thinking(thinking):
+    body = {
+        "model": CHAT_MODEL,
+        "messages": [{"role": "user", "content": "Capital of France?"}],
+        "max_tokens": 16,
+        "chat_template_kwargs": {"enable_thinking": thinking},
+    }
+    response = httpx.post(url(8000, "/v1/chat/completions"), json=body, timeout=120)
+    assert response.status_code == 200, response.text
+    reply = response.json()
+    assert reply["model"] == CHAT_MODEL
+    assert reply["usage"]["completion_tokens"] > 0
+    message = reply["choices"][0]["message"]
+    assert (message.get("content") or message.get("reasoning") or message.get("reasoning_content")) is not None
+
+
+def test_chat_streams():
+    body = {"model": CHAT_MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 16, "stream": True}
+    with httpx.stream("POST", url(8000, "/v1/chat/completions"), json=body, timeout=120) as response:
+        assert response.status_code == 200
+        events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    assert {json.loads(event)["model"] for event in events[:-1]} == {CHAT_MODEL}
+
+
+def test_the_gateway_reaches_all_three():
+    headers = {"Authorization": f"Bearer {GATEWAY_KEY}"}
+    deep = httpx.get(GATEWAY_URL + "/health/deep", timeout=30).json()
+    assert deep["status"] == "ok" and set(deep["services"]) == {"backend", "embedding", "reranker"}
+    body = {"model": POOLING_MODEL, "query": QUERY, "documents": DOCUMENTS}
+    assert httpx.post(GATEWAY_URL + "/v1/rerank", json=body, headers=headers, timeout=60).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "target", [[], ["--gateway", GATEWAY_URL, "--api-key", GATEWAY_KEY]], ids=["direct", "gateway"]
+)
+def test_test_api_passes_every_check(target):
+    run = subprocess.run(
+        [sys.executable, str(PROJECT / "test_api.py"), *target], capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.count("PASS") == 5
+
+
+def test_switch_to_llamacpp_and_back_leaves_embedding_and_reranker_running(host, run_site):
+    pooling = pooling_containers(host)
+    assert set(pooling) == {"llm-embedding", "llm-reranker"}
+
+    to_llamacpp = run_site("llm_backend=llamacpp")
+    assert to_llamacpp.returncode == 0, to_llamacpp.output
+    assert list(backend_containers(host)) == ["llm-llamacpp"]
+    assert httpx.get(url(8000, "/v1/models"), timeout=30).json()["data"][0]["id"] == CHAT_MODEL
+    assert pooling_containers(host) == pooling, "a backend switch restarted embedding or reranker"
+
+    back = run_site()
+    assert back.returncode == 0, back.output
+    assert list(backend_containers(host)) == ["llm-vllm"]
+    assert pooling_containers(host) == pooling, "a backend switch restarted embedding or reranker"
