@@ -61,7 +61,9 @@ def check_chat(client: httpx.Client, urls: Endpoints, state: dict) -> str:
     if not (message.get("content") or reasoning):
         raise CheckFailed("the reply has neither content nor reasoning")
     tokens = reply.get("usage", {}).get("completion_tokens", "?")
-    return f"{tokens} tokens; content {message.get('content', '')[:40]!r}; reasoning {len(reasoning)} chars"
+    # content is null when the model spent every token thinking (raise max_tokens then).
+    content = message.get("content") or ""
+    return f"{tokens} tokens; content {content[:40]!r}; reasoning {len(reasoning)} chars"
 
 
 def check_stream(client: httpx.Client, urls: Endpoints, state: dict) -> str:
