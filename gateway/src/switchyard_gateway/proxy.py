@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -47,40 +48,39 @@ def _upstream_headers(request: Request) -> dict[str, str]:
     return {"content-type": "application/json", "x-request-id": request.state.request_id}
 
 
-def _rewrite_chunk(
-    data: str, route: ModelRoute, normalizer: reasoning.StreamNormalizer | None, metrics: Metrics
-) -> str:
+def _rewrite(data: str | bytes, route: ModelRoute, edit: Callable[[dict[str, Any]], None], metrics: Metrics) -> str:
+    """A JSON object from the backend, under the public model name and edited; anything else
+    is passed on as it came."""
     try:
-        chunk = json.loads(data)
+        body = json.loads(data)
     except ValueError:
-        return data
-    if not isinstance(chunk, dict):
-        return data
-    if "model" in chunk:
-        chunk["model"] = route.public
-    if normalizer is not None:
-        for choice in chunk.get("choices") or ():
-            normalizer.delta(choice)
-    if chunk.get("usage"):
-        metrics.count_usage(chunk["usage"])
-    return json.dumps(chunk, ensure_ascii=False, separators=(",", ":"))
-
-
-def _rewrite_completion(content: bytes, route: ModelRoute, chat: bool, metrics: Metrics) -> bytes:
-    try:
-        body = json.loads(content)
-    except ValueError:
-        return content
+        body = None
     if not isinstance(body, dict):
-        return content
+        return data if isinstance(data, str) else data.decode("utf-8", "replace")
     if "model" in body:
         body["model"] = route.public
-    if chat:
-        for choice in body.get("choices") or ():
-            if isinstance(choice.get("message"), dict):
-                reasoning.normalize_message(choice["message"])
+    edit(body)
     metrics.count_usage(body.get("usage"))
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+def _stream_edit(normalizer: reasoning.StreamNormalizer | None) -> Callable[[dict[str, Any]], None]:
+    def edit(chunk: dict[str, Any]) -> None:
+        if normalizer is not None:
+            for choice in chunk.get("choices") or ():
+                normalizer.delta(choice)
+
+    return edit
+
+
+def _completion_edit(chat: bool) -> Callable[[dict[str, Any]], None]:
+    def edit(body: dict[str, Any]) -> None:
+        if chat:
+            for choice in body.get("choices") or ():
+                if isinstance(choice.get("message"), dict):
+                    reasoning.normalize_message(choice["message"])
+
+    return edit
 
 
 async def _generate(request: Request, path: str, chat: bool) -> Response:
@@ -100,11 +100,11 @@ async def _generate(request: Request, path: str, chat: bool) -> Response:
         return upstream_error_response(upstream.status_code, await read_body(upstream, "backend", settings, metrics))
     if body.get("stream") is True:
         normalizer = reasoning.StreamNormalizer() if chat else None
-        rewrite = partial(_rewrite_chunk, route=route, normalizer=normalizer, metrics=metrics)
+        rewrite = partial(_rewrite, route=route, edit=_stream_edit(normalizer), metrics=metrics)
         events = relay_events(upstream, "backend", rewrite, metrics)
         return UpstreamStreamingResponse(upstream, events, media_type="text/event-stream", headers=_SSE_HEADERS)
     content = await read_body(upstream, "backend", settings, metrics)
-    return Response(_rewrite_completion(content, route, chat, metrics), media_type="application/json")
+    return Response(_rewrite(content, route, _completion_edit(chat), metrics), media_type="application/json")
 
 
 @router.post("/v1/chat/completions")
