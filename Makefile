@@ -41,3 +41,7 @@ bench: sandbox-artifacts
 ## The gateway's added latency and throughput vs a direct connection and LiteLLM's proxy.
 bench-gateway: bootstrap
 	$(VENV)/python scripts/bench_gateway.py
+
+## vLLM's services (start time, memory, embedding and rerank speed) vs sentence-transformers.
+bench-vllm: vllm-artifacts
+	$(VENV)/python scripts/bench_vllm.py

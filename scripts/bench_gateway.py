@@ -16,7 +16,6 @@ import asyncio
 import os
 import re
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ from pathlib import Path
 
 import httpx
 import uvloop
+
+from bench.stats import percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 LITELLM_VENV = ROOT / ".cache/bench/litellm-venv"
@@ -131,10 +132,6 @@ async def load(target: Target, stream: bool, concurrency: int, total: int) -> Re
     return result
 
 
-def pct(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
-
-
 def litellm_proxy(upstream_port: int, port: int) -> subprocess.Popen:
     python = LITELLM_VENV / "bin/python"
     if not python.exists():
@@ -186,10 +183,11 @@ async def measure(targets: list[Target], requests: int, stream_requests: int) ->
             row = rows[target.name, False, concurrency]
             rate = len(row.latencies_ms) / row.seconds
             versus = f"{rate / (len(litellm.latencies_ms) / litellm.seconds):.2f}x" if litellm else "-"
+            p50, p99 = percentile(row.latencies_ms, 50), percentile(row.latencies_ms, 99)
+            added50, added99 = p50 - percentile(direct.latencies_ms, 50), p99 - percentile(direct.latencies_ms, 99)
             print(
-                f"| {target.name} | {concurrency} | {rate:.0f} | {pct(row.latencies_ms, 50):.2f} | "
-                f"{pct(row.latencies_ms, 99):.2f} | {pct(row.latencies_ms, 50) - pct(direct.latencies_ms, 50):+.2f} | "
-                f"{pct(row.latencies_ms, 99) - pct(direct.latencies_ms, 99):+.2f} | {versus} |"
+                f"| {target.name} | {concurrency} | {rate:.0f} | {p50:.2f} | {p99:.2f} | "
+                f"{added50:+.2f} | {added99:+.2f} | {versus} |"
             )
 
     print(f"\nStreaming ({CHUNKS} chunks, one every {CHUNK_INTERVAL_MS} ms; delay = written upstream -> read here)")
@@ -202,10 +200,10 @@ async def measure(targets: list[Target], requests: int, stream_requests: int) ->
             delays = row.chunk_delays_ms
             print(
                 f"| {target.name} | {concurrency} | "
-                f"{pct(row.first_chunk_ms, 50):.2f} | {pct(row.first_chunk_ms, 99):.2f} | "
-                f"{pct(delays, 50):.3f} | {pct(delays, 99):.3f} | {max(delays):.2f} | "
-                f"{pct(delays, 50) - pct(direct.chunk_delays_ms, 50):+.3f} | "
-                f"{pct(delays, 99) - pct(direct.chunk_delays_ms, 99):+.3f} |"
+                f"{percentile(row.first_chunk_ms, 50):.2f} | {percentile(row.first_chunk_ms, 99):.2f} | "
+                f"{percentile(delays, 50):.3f} | {percentile(delays, 99):.3f} | {max(delays):.2f} | "
+                f"{percentile(delays, 50) - percentile(direct.chunk_delays_ms, 50):+.3f} | "
+                f"{percentile(delays, 99) - percentile(direct.chunk_delays_ms, 99):+.3f} |"
             )
 
 

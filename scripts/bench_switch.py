@@ -9,29 +9,16 @@ so the switch time is the provisioning's own cost. Run it as `make bench`.
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 
-PROJECT = Path(__file__).resolve().parents[1]
+from bench.sandbox import PROJECT, Sandbox
+
 SANDBOX = os.environ.get("SWITCHYARD_SANDBOX", "switchyard-bench")
 HEALTH_URL = "http://127.0.0.1:8000/v1/models"
-INVENTORIES = (PROJECT / "inventory/sandbox/hosts.yml", PROJECT / "molecule/default/inventory/hosts.yml")
-
-
-def site(*extra_vars: str) -> float:
-    """Run site.yml on the sandbox host; return its wall time in seconds."""
-    command = ["ansible-playbook", *(f"--inventory={path}" for path in INVENTORIES), str(PROJECT / "site.yml")]
-    for item in extra_vars:
-        command += ["--extra-vars", item]
-    env = os.environ | {"SWITCHYARD_SANDBOX": SANDBOX, "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg")}
-    started = time.monotonic()
-    subprocess.run(command, cwd=PROJECT, env=env, check=True, stdout=subprocess.DEVNULL)
-    return time.monotonic() - started
 
 
 @dataclass
@@ -71,18 +58,14 @@ class DowntimeProbe:
 
 
 def main() -> None:
-    subprocess.run([PROJECT / "scripts/sandbox/down.sh", SANDBOX], check=True, stdout=subprocess.DEVNULL)
-    subprocess.run([PROJECT / "scripts/sandbox/up.sh", SANDBOX], check=True)
-    try:
-        full = site()
-        rerun = site()
+    with Sandbox(SANDBOX, PROJECT / "molecule/default/inventory/hosts.yml") as sandbox:
+        full = sandbox.site()
+        rerun = sandbox.site()
         switches = []
         for backend in ("ollama", "llamacpp"):
             with DowntimeProbe() as probe:
-                seconds = site(f"llm_backend={backend}")
+                seconds = sandbox.site(f"llm_backend={backend}")
             switches.append((backend, seconds, probe.down_seconds))
-    finally:
-        subprocess.run([PROJECT / "scripts/sandbox/down.sh", SANDBOX], check=True, stdout=subprocess.DEVNULL)
 
     print(f"\n{'measure':<42}{'seconds':>10}{'x re-run':>10}")
     print(f"{'full converge (fresh host)':<42}{full:>10.1f}{full / rerun:>10.2f}")

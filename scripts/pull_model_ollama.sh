@@ -28,12 +28,14 @@ for line in sys.stdin:
     if "error" in event:
         sys.exit("\nerror: " + event["error"])
     status, total = event.get("status", ""), event.get("total")
+    if last and status != last:
+        print()
     if total:
         done = event.get("completed", 0)
         print(f"\r{status[:40]:40} {done / 2**20:9.1f} / {total / 2**20:.1f} MiB {100 * done // total:3d}%",
               end="", flush=True)
     elif status != last:
-        print(f"\n{status}", end="", flush=True)
+        print(status, end="", flush=True)
     last = status
 print()
 PY

@@ -1,25 +1,48 @@
 #!/usr/bin/env bash
-# Build the Ollama test double (no Ollama binary is available here) into an image archive,
-# with a model manifest for it to list, next to the sandbox artifacts in .cache/sandbox/.
+# Build the Ollama test double (no Ollama binary is available here) into an image archive
+# next to the sandbox artifacts in .cache/sandbox/. The image carries /registry, the double's
+# stand-in for registry.ollama.ai: one model, tiny:latest, for the models role to pull.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cache="$root/.cache/sandbox"
 image=localhost/switchyard/ollama-test-double:latest
 archive="$cache/ollama-test-double.tar"
-manifest="$cache/models/ollama/models/manifests/registry.ollama.ai/library/tiny/latest"
+double="$root/molecule/default/files/ollama_test_double.py"
 
-mkdir -p "$(dirname "$manifest")"
-printf '{"schemaVersion": 2, "layers": []}\n' >"$manifest"
-
-if [ -f "$archive" ] && [ "$archive" -nt "$root/molecule/default/files/ollama_test_double.py" ]; then
+if [ -f "$archive" ] && [ "$archive" -nt "$double" ] && [ "$archive" -nt "$0" ]; then
   exit 0
 fi
+mkdir -p "$cache"
 context=$(mktemp -d)
 trap 'rm -rf "$context"' EXIT
-install -m 0755 "$root/molecule/default/files/ollama_test_double.py" "$context/ollama"
+install -m 0755 "$double" "$context/ollama"
+
+# An Ollama store: blobs named by their sha256, and a manifest listing them.
+registry="$context/registry"
+mkdir -p "$registry/blobs" "$registry/manifests/registry.ollama.ai/library/tiny"
+blob() {  # blob FILE -> '"digest": "sha256:...", "size": N', the file moved into blobs/
+  local digest size
+  digest=$(sha256sum "$1" | cut -d' ' -f1)
+  size=$(stat -c %s "$1")
+  mv "$1" "$registry/blobs/sha256-$digest"
+  printf '"digest": "sha256:%s", "size": %s' "$digest" "$size"
+}
+printf '{"model_format": "gguf", "model_family": "tiny"}' >"$context/config"
+head -c 1048576 /dev/urandom >"$context/weights"
+config=$(blob "$context/config")
+weights=$(blob "$context/weights")
+cat >"$registry/manifests/registry.ollama.ai/library/tiny/latest" <<MANIFEST
+{"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+ "config": {"mediaType": "application/vnd.docker.container.image.v1+json", $config},
+ "layers": [{"mediaType": "application/vnd.ollama.image.model", $weights}]}
+MANIFEST
+
 cat >"$context/Containerfile" <<'CONTAINERFILE'
 FROM localhost/switchyard/sandbox-host:bookworm
 COPY ollama /bin/ollama
+COPY registry /registry
+# The base image is a systemd host, whose stop signal is SIGRTMIN+3; Ollama stops on SIGTERM.
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["/bin/ollama"]
 CMD ["serve"]
 CONTAINERFILE

@@ -7,6 +7,8 @@
 #   - models/llamacpp/tiny-llama.gguf              a tiny random-weight model
 #   - wheelhouse/                                  wheels of gateway/requirements.txt, so the
 #     sandbox host installs the gateway offline, as an air-gapped host would
+#   - wheelhouse-models/                           wheels of the huggingface-hub that
+#     roles/models installs on the host, for its downloads
 # Everything lands in .cache/sandbox/ and is reused when already there.
 set -euo pipefail
 
@@ -99,8 +101,20 @@ build_wheelhouse() {
   cp "$root/gateway/requirements.txt" "$stamp"
 }
 
+# The pin the models role installs (roles/models/vars/main.yml), so the two cannot drift.
+build_models_wheelhouse() {
+  local wheelhouse="$cache/wheelhouse-models" requirement
+  requirement=$(sed -n 's/^__models_hf_requirement: *//p' "$root/roles/models/vars/main.yml")
+  if [ "$(cat "$wheelhouse/.requirement" 2>/dev/null)" = "$requirement" ]; then return; fi
+  log "downloading the wheels of $requirement"
+  rm -rf "$wheelhouse" && mkdir -p "$wheelhouse"
+  "$python" -m pip download --quiet --only-binary=:all: "$requirement" -d "$wheelhouse"
+  echo "$requirement" >"$wheelhouse/.requirement"
+}
+
 build_host_image
 build_wheelhouse
+build_models_wheelhouse
 tree=$(llama_source)
 build_llama_server "$tree"
 build_server_image

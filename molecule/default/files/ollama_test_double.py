@@ -2,19 +2,28 @@
 """Test double for the Ollama server: no Ollama binary can be had on the test machines.
 
 It stands in for the narrow part of Ollama's HTTP API that Switchyard relies on - the
-version probe, the OpenAI-compatible model list and chat completions (plain and SSE) -
-and lists as models the manifests found under $OLLAMA_MODELS (or ~/.ollama/models), as
-Ollama does. It listens on $OLLAMA_HOST. Everything else answers 404.
+version probe, the OpenAI-compatible model list and chat completions (plain and SSE), and
+/api/pull - and lists as models the manifests found under $OLLAMA_MODELS (or
+~/.ollama/models), as Ollama does. It listens on $OLLAMA_HOST. Everything else answers 404.
+
+Pulls come from $OLLAMA_TEST_DOUBLE_REGISTRY (default /registry), a store laid out like
+Ollama's (manifests/ and blobs/) that stands in for registry.ollama.ai: a name it lacks fails
+with Ollama's own message, as the real registry's 404 does.
 """
 
 import json
 import os
+import re
+import shutil
+import signal
+import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 MODELS = Path(os.environ.get("OLLAMA_MODELS", "/root/.ollama/models"))
 REGISTRY = MODELS / "manifests" / "registry.ollama.ai"
+UPSTREAM = Path(os.environ.get("OLLAMA_TEST_DOUBLE_REGISTRY", "/registry"))
 
 
 def model_names() -> list[str]:
@@ -24,6 +33,35 @@ def model_names() -> list[str]:
         prefix = "" if namespace == "library" else f"{namespace}/"
         names.append(f"{prefix}{model}:{tag}")
     return names
+
+
+def manifest_path(name: str) -> Path:
+    """Where Ollama keeps the manifest of [host/][namespace/]model[:tag], under manifests/."""
+    match = re.fullmatch(r"(.+?)(?::([^/:]+))?", name)
+    parts = match.group(1).split("/")
+    parts = ["registry.ollama.ai"] * (len(parts) < 3) + ["library"] * (len(parts) < 2) + parts
+    return Path("manifests", *parts, match.group(2) or "latest")
+
+
+def pull(name: str):
+    """Copy a model from the stand-in registry into the store; yield Ollama's progress events."""
+    yield {"status": "pulling manifest"}
+    source = UPSTREAM / manifest_path(name)
+    if not source.is_file():
+        raise FileNotFoundError("pull model manifest: file does not exist")
+    manifest = json.loads(source.read_text())
+    for layer in [manifest["config"], *manifest["layers"]]:
+        blob = "blobs/" + layer["digest"].replace(":", "-")
+        (MODELS / "blobs").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(UPSTREAM / blob, MODELS / blob)
+        status = f"pulling {layer['digest'][7:19]}"
+        yield {"status": status, "digest": layer["digest"], "total": layer["size"], "completed": layer["size"]}
+    yield {"status": "verifying sha256 digest"}
+    yield {"status": "writing manifest"}
+    target = MODELS / manifest_path(name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    yield {"status": "success"}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -47,10 +85,13 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(404, {"error": "not found"})
 
     def do_POST(self) -> None:
+        request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        if self.path == "/api/pull":
+            self.pull(request.get("model") or request.get("name", ""), request.get("stream", True))
+            return
         if self.path != "/v1/chat/completions":
             self.send_json(404, {"error": "not found"})
             return
-        request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
         if request.get("model") not in model_names():
             self.send_json(404, {"error": {"message": f"model '{request.get('model')}' not found"}})
             return
@@ -77,6 +118,24 @@ class Handler(BaseHTTPRequestHandler):
         self.write_chunk("data: [DONE]\n\n")
         self.wfile.write(b"0\r\n\r\n")
 
+    def pull(self, name: str, stream: bool) -> None:
+        """As Ollama answers: JSON lines when streamed, else the last event (an error as 500)."""
+        events = []
+        try:
+            events.extend(pull(name))
+        except FileNotFoundError as error:
+            events.append({"error": str(error)})
+        if not stream:
+            self.send_json(500 if "error" in events[-1] else 200, events[-1])
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for event in events:
+            self.write_chunk(json.dumps(event) + "\n")
+        self.wfile.write(b"0\r\n\r\n")
+
     def write_chunk(self, text: str) -> None:
         data = text.encode()
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
@@ -84,6 +143,8 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main() -> None:
+    # As PID 1 in its container, Python would ignore SIGTERM; Ollama exits on it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     host, _, port = os.environ.get("OLLAMA_HOST", "127.0.0.1:11434").rpartition(":")
     ThreadingHTTPServer((host, int(port)), Handler).serve_forever()
 

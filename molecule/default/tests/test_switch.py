@@ -1,12 +1,16 @@
 """The backend switch, driven as a user drives it: ansible-playbook site.yml -e llm_backend=...
 
 The second backend here is Ollama, served by the Ollama test double (see
-files/ollama_test_double.py): no Ollama binary can be had on these machines.
+files/ollama_test_double.py): no Ollama binary can be had on these machines. Its model is
+pulled through the double's /api/pull from the double's stand-in registry.
 """
+
+import re
+import subprocess
 
 import pytest
 
-from conftest import backend_containers
+from conftest import PROJECT, backend_containers
 
 
 def served_models(http) -> list[str]:
@@ -39,10 +43,30 @@ def llamacpp_id(host, http) -> str:
     return backend_containers(host)["llm-llamacpp"]
 
 
+def assert_no_pull_server_left(host) -> None:
+    assert "switchyard-ollama-pull" not in host.check_output("podman ps --all --format '{{.Names}}'")
+
+
+def assert_pull_script_works_through_the_backend() -> None:
+    """The original's pull_model_ollama.sh, run as a user runs it against Ollama on :8000."""
+    script = PROJECT / "scripts/pull_model_ollama.sh"
+    pulled = subprocess.run([script, "tiny"], capture_output=True, text=True, check=False)
+    assert pulled.returncode == 0, pulled.stderr
+    assert "success" in pulled.stdout and "done: set llm_ollama_model: tiny" in pulled.stdout
+    missing = subprocess.run([script, "absent:1"], capture_output=True, text=True, check=False)
+    assert missing.returncode == 1
+    assert "error: pull model manifest: file does not exist" in missing.stderr
+
+
 def test_switch_to_ollama_and_back(host, run_site, http, gateway):
     assert_gateway_routes_to(gateway, "llamacpp")
+    manifest = host.file("/var/lib/switchyard/ollama/models/manifests/registry.ollama.ai/library/tiny/latest")
+    assert not manifest.exists
     to_ollama = run_site("llm_backend=ollama")
     assert to_ollama.returncode == 0, to_ollama.output
+    assert re.search(r"TASK \[models : Start the pull of tiny:latest\]\W*\nchanged:", to_ollama.output)
+    assert manifest.exists, "the model was pulled into the store before the switch"
+    assert_no_pull_server_left(host)
     assert host.service("llm-backend").is_running
     assert list(backend_containers(host)) == ["llm-ollama"]
     assert served_models(http) == ["tiny:latest"]
@@ -51,6 +75,12 @@ def test_switch_to_ollama_and_back(host, run_site, http, gateway):
     )
     assert reply.status_code == 200
     assert_gateway_routes_to(gateway, "ollama")
+
+    assert_pull_script_works_through_the_backend()
+
+    again = run_site("llm_backend=ollama")
+    assert again.returncode == 0, again.output
+    assert "changed=0" in again.output, "a pulled model is not pulled again"
 
     back = run_site("llm_backend=llamacpp")
     assert back.returncode == 0, back.output
@@ -65,10 +95,12 @@ def test_invalid_backend_is_rejected_before_anything_changes(host, run_site, htt
     assert_llamacpp_serving(host, http, llamacpp_id)
 
 
-def test_switch_to_a_missing_model_leaves_the_backend_serving(host, run_site, http, llamacpp_id):
+def test_switch_to_a_model_the_registry_lacks_leaves_the_backend_serving(host, run_site, http, llamacpp_id):
     run = run_site("llm_backend=ollama", "llm_ollama_model=absent:7b")
     assert run.returncode != 0
-    assert "is not on the host" in run.output and "absent" in run.output
+    assert "Could not pull absent:7b" in run.output
+    assert "pull model manifest: file does not exist" in run.output, "Ollama's own reason is shown"
+    assert_no_pull_server_left(host)
     assert_llamacpp_serving(host, http, llamacpp_id)
 
 
