@@ -91,30 +91,24 @@ make_model() {
   "$python" "$root/scripts/sandbox/make_tiny_gguf.py" "$tree/models/ggml-vocab-llama-spm.gguf" "$model"
 }
 
+# build_wheelhouse DIR PIP_REQUIREMENTS...: the wheels of what pip is asked for, in
+# $cache/DIR, fetched again only when what is asked for changes. Binary wheels only: the host
+# needs no compiler. The sandbox host's Python is this one's.
 build_wheelhouse() {
-  local wheelhouse="$cache/wheelhouse" stamp="$cache/wheelhouse/.requirements"
-  if cmp --silent "$root/gateway/requirements.txt" "$stamp"; then return; fi
-  log "downloading the gateway's wheels"
+  local wheelhouse="$cache/$1" wanted
+  shift
+  wanted=$(if [ "$1" = -r ]; then cat "$2"; else printf '%s\n' "$@"; fi)
+  if [ "$(cat "$wheelhouse/.requirements" 2>/dev/null)" = "$wanted" ]; then return; fi
+  log "downloading the wheels for $(basename "$wheelhouse")"
   rm -rf "$wheelhouse" && mkdir -p "$wheelhouse"
-  # Binary wheels only: the host needs no compiler. The sandbox host's Python is this one's.
-  "$python" -m pip download --quiet --only-binary=:all: -r "$root/gateway/requirements.txt" -d "$wheelhouse"
-  cp "$root/gateway/requirements.txt" "$stamp"
-}
-
-# The pin the models role installs (roles/models/vars/main.yml), so the two cannot drift.
-build_models_wheelhouse() {
-  local wheelhouse="$cache/wheelhouse-models" requirement
-  requirement=$(sed -n 's/^__models_hf_requirement: *//p' "$root/roles/models/vars/main.yml")
-  if [ "$(cat "$wheelhouse/.requirement" 2>/dev/null)" = "$requirement" ]; then return; fi
-  log "downloading the wheels of $requirement"
-  rm -rf "$wheelhouse" && mkdir -p "$wheelhouse"
-  "$python" -m pip download --quiet --only-binary=:all: "$requirement" -d "$wheelhouse"
-  echo "$requirement" >"$wheelhouse/.requirement"
+  "$python" -m pip download --quiet --only-binary=:all: "$@" -d "$wheelhouse"
+  printf '%s\n' "$wanted" >"$wheelhouse/.requirements"
 }
 
 build_host_image
-build_wheelhouse
-build_models_wheelhouse
+build_wheelhouse wheelhouse -r "$root/gateway/requirements.txt"
+# The pin the models role installs, read from its vars so that the two cannot drift.
+build_wheelhouse wheelhouse-models "$(sed -n 's/^__models_hf_requirement: *//p' "$root/roles/models/vars/main.yml")"
 tree=$(llama_source)
 build_llama_server "$tree"
 build_server_image
