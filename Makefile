@@ -8,7 +8,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 .PHONY: demo demo-down test lint bench bench-gateway bench-vllm bootstrap sandbox-artifacts vllm-artifacts
 
 bootstrap:
-	scripts/bootstrap.sh
+	scripts/ci/bootstrap.sh
 
 sandbox-artifacts: bootstrap
 	scripts/sandbox/build.sh
@@ -28,20 +28,20 @@ demo-down:
 
 ## Lint, unit and gateway tests, then the Molecule scenarios on fresh sandbox hosts.
 test: sandbox-artifacts vllm-artifacts
-	scripts/test.sh
+	scripts/ci/test.sh
 
 lint: bootstrap
-	scripts/lint.sh
+	scripts/ci/lint.sh
 
 ## Timings of a converge, a re-run and a backend switch on the sandbox host.
 bench: sandbox-artifacts
 	molecule/default/build_test_doubles.sh
-	$(VENV)/python scripts/bench_switch.py
+	$(VENV)/python -m scripts.bench.switch
 
 ## The gateway's added latency and throughput vs a direct connection and LiteLLM's proxy.
 bench-gateway: bootstrap
-	$(VENV)/python scripts/bench_gateway.py
+	$(VENV)/python -m scripts.bench.gateway
 
 ## vLLM's services (start time, memory, embedding and rerank speed) vs sentence-transformers.
 bench-vllm: vllm-artifacts
-	$(VENV)/python scripts/bench_vllm.py
+	$(VENV)/python -m scripts.bench.vllm

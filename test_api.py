@@ -99,8 +99,12 @@ def check_embedding(client: httpx.Client, urls: Endpoints, state: dict) -> str:
     response.raise_for_status()
     cat, kitten, truck = (item["embedding"] for item in response.json()["data"])
     near, far = cosine(cat, kitten), cosine(cat, truck)
-    verdict = ">" if near > far else "<= (unexpected for a real model)"
-    return f"{len(cat)} dims; cos(cat, kitten) {near:.2f} {verdict} cos(cat, truck) {far:.2f}"
+    if near <= far:
+        raise CheckFailed(f"cos(cat, kitten) {near:.2f} <= cos(cat, truck) {far:.2f}: the embeddings carry no meaning")
+    return f"{len(cat)} dims; cos(cat, kitten) {near:.2f} > cos(cat, truck) {far:.2f}"
+
+
+PARIS = 1  # the index of the one document that answers the rerank check's query
 
 
 def check_rerank(client: httpx.Client, urls: Endpoints, state: dict) -> str:
@@ -110,7 +114,11 @@ def check_rerank(client: httpx.Client, urls: Endpoints, state: dict) -> str:
     response = client.post(f"{urls.reranker}/v1/rerank", json=body)
     response.raise_for_status()
     results = response.json()["results"]
+    if sorted(result["index"] for result in results) != [0, 1, 2]:
+        raise CheckFailed(f"expected a score for each of the 3 documents, got indexes {[r['index'] for r in results]}")
     top = max(results, key=lambda result: result["relevance_score"])
+    if top["index"] != PARIS:
+        raise CheckFailed(f"document #{top['index']} ({documents[top['index']]!r}) ranks above the answer about Paris")
     return f"top document #{top['index']} ({documents[top['index']][:32]!r}), score {top['relevance_score']:.3f}"
 
 

@@ -31,7 +31,31 @@ class PlaybookRun:
 
 
 class SiteRunner(Protocol):
-    def __call__(self, *extra_vars: str, check: bool = False, playbook: str = "site.yml") -> PlaybookRun: ...
+    def __call__(
+        self, *extra_vars: str, check: bool = False, playbook: str = "site.yml", tags: str = ""
+    ) -> PlaybookRun: ...
+
+
+def site_command(
+    scenario: Path, *extra_vars: str, check: bool = False, playbook: str = "site.yml", tags: str = ""
+) -> list[str]:
+    """ansible-playbook as a user runs it against the scenario's sandbox, with -e per item."""
+    command = [
+        "ansible-playbook",
+        f"--inventory={PROJECT / 'inventory/sandbox/hosts.yml'}",
+        f"--inventory={scenario / 'inventory/hosts.yml'}",
+        str(PROJECT / playbook),
+    ]
+    for item in extra_vars:
+        command += ["--extra-vars", item]
+    if check:
+        command.append("--check")
+    if tags:
+        command.append(f"--tags={tags}")
+    return command
+
+
+PLAYBOOK_ENV = os.environ | {"ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
 
 
 @pytest.fixture
@@ -39,19 +63,9 @@ def run_site(request: pytest.FixtureRequest) -> SiteRunner:
     """Run a playbook against the scenario's sandbox the way a user would, with -e per item."""
     scenario = request.path.parents[1]
 
-    def run(*extra_vars: str, check: bool = False, playbook: str = "site.yml") -> PlaybookRun:
-        command = [
-            "ansible-playbook",
-            f"--inventory={PROJECT / 'inventory/sandbox/hosts.yml'}",
-            f"--inventory={scenario / 'inventory/hosts.yml'}",
-            str(PROJECT / playbook),
-        ]
-        for item in extra_vars:
-            command += ["--extra-vars", item]
-        if check:
-            command.append("--check")
-        env = os.environ | {"ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-        done = subprocess.run(command, cwd=PROJECT, env=env, capture_output=True, text=True, check=False)
+    def run(*extra_vars: str, check: bool = False, playbook: str = "site.yml", tags: str = "") -> PlaybookRun:
+        command = site_command(scenario, *extra_vars, check=check, playbook=playbook, tags=tags)
+        done = subprocess.run(command, cwd=PROJECT, env=PLAYBOOK_ENV, capture_output=True, text=True, check=False)
         return PlaybookRun(done.returncode, done.stdout + done.stderr)
 
     return run

@@ -72,10 +72,10 @@ def start_llama_server() -> Iterator[Callable[..., LlamaServer]]:
         pytest.fail(f"{LLAMA_SERVER} or {TINY_GGUF} is missing: run scripts/sandbox/build.sh first")
     started: list[subprocess.Popen] = []
 
-    def start(*extra_args: str) -> LlamaServer:
+    def start(*extra_args: str, alias: str = UPSTREAM_MODEL) -> LlamaServer:
         port = free_port()
         process = subprocess.Popen(
-            [str(LLAMA_SERVER), "--model", str(TINY_GGUF), "--alias", UPSTREAM_MODEL, "--host", "127.0.0.1",
+            [str(LLAMA_SERVER), "--model", str(TINY_GGUF), "--alias", alias, "--host", "127.0.0.1",
              "--port", str(port), "--jinja", "--metrics", *extra_args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -98,8 +98,14 @@ def llama_server(start_llama_server: Callable[..., LlamaServer]) -> LlamaServer:
 
 @pytest.fixture(scope="session")
 def embedding_server(start_llama_server: Callable[..., LlamaServer]) -> LlamaServer:
-    """A real llama-server in embedding mode: the upstream for /v1/embeddings and rerank routing."""
-    return start_llama_server("--embeddings", "--pooling", "mean")
+    """A real llama-server in embedding mode: the upstream for /v1/embeddings."""
+    return start_llama_server("--embeddings", "--pooling", "mean", alias="all-minilm")
+
+
+@pytest.fixture(scope="session")
+def reranker_server(start_llama_server: Callable[..., LlamaServer]) -> LlamaServer:
+    """The stand-in reranker: llama-server in embedding mode, serving the reranker's name."""
+    return start_llama_server("--embeddings", "--pooling", "mean", alias="bge-reranker")
 
 
 @dataclass
@@ -127,6 +133,8 @@ def start_gateway(tmp_path_factory: pytest.TempPathFactory, keys_file: Path) -> 
             "PATH": os.environ["PATH"],
             "PYTHONPATH": str(ROOT / "gateway/src"),
             "SWITCHYARD_GATEWAY_BACKEND": "llamacpp",
+            "SWITCHYARD_GATEWAY_BACKEND_VERSION_PATH": "/props",
+            "SWITCHYARD_GATEWAY_BACKEND_VERSION_FIELD": "build_info",
             "SWITCHYARD_GATEWAY_BACKEND_URL": backend_url,
             "SWITCHYARD_GATEWAY_MODEL": PUBLIC_MODEL,
             "SWITCHYARD_GATEWAY_BACKEND_MODEL": UPSTREAM_MODEL,
@@ -152,13 +160,18 @@ def start_gateway(tmp_path_factory: pytest.TempPathFactory, keys_file: Path) -> 
 
 
 @pytest.fixture(scope="session")
-def gateway(start_gateway: Callable[..., Gateway], llama_server: LlamaServer, embedding_server: LlamaServer) -> Gateway:
+def gateway(
+    start_gateway: Callable[..., Gateway],
+    llama_server: LlamaServer,
+    embedding_server: LlamaServer,
+    reranker_server: LlamaServer,
+) -> Gateway:
     """The gateway as deployed: auth on, the llama.cpp backend, embedding and reranker upstreams."""
     return start_gateway(
         llama_server.url,
         embedding_url=embedding_server.url,
         embedding_model="all-minilm",
-        reranker_url=embedding_server.url,
+        reranker_url=reranker_server.url,
         reranker_model="bge-reranker",
     )
 

@@ -207,8 +207,26 @@ def test_backend_down_is_503_with_retry_after(start_gateway: Callable[..., Gatew
 def test_deep_health_probes_every_upstream(gateway: Gateway):
     deep = httpx.get(gateway.url + "/health/deep").json()
     assert deep["status"] == "ok"
-    assert set(deep["services"]) == {"backend", "embedding", "reranker"}
-    assert all(service["latency_ms"] >= 0 for service in deep["services"].values())
+    assert {name: service["status"] for name, service in deep["services"].items()} == {
+        "backend": "ok",
+        "embedding": "ok",
+        "reranker": "ok",
+    }
+
+
+def test_deep_health_sees_an_upstream_that_serves_another_model(
+    start_gateway: Callable[..., Gateway], llama_server: LlamaServer, embedding_server: LlamaServer
+):
+    """A server that answers but does not serve the configured model is not healthy: after a
+    switch that went wrong, /health alone would say 200."""
+    gateway = start_gateway(llama_server.url, embedding_url=embedding_server.url, embedding_model="bge-m3")
+    deep = httpx.get(gateway.url + "/health/deep")
+    assert deep.status_code == 200 and deep.json()["status"] == "degraded"
+    embedding = deep.json()["services"]["embedding"]
+    assert embedding["status"] == "unhealthy" and "'bge-m3'" in embedding["error"]
+    gateway = start_gateway(llama_server.url, backend_model="qwen3-8b")
+    deep = httpx.get(gateway.url + "/health/deep")
+    assert deep.status_code == 503 and deep.json()["services"]["backend"]["status"] == "unhealthy"
 
 
 def test_an_upstream_timeout_is_504(start_gateway: Callable[..., Gateway], llama_server: LlamaServer, headers: dict):

@@ -6,28 +6,27 @@ from switchyard_gateway.reasoning import StreamNormalizer, adapt_request, normal
 @pytest.mark.parametrize("switch", [{"enable_thinking": False}, {"think": False}, {"reasoning_effort": "none"},
                                     {"chat_template_kwargs": {"enable_thinking": False}}])  # fmt: skip
 @pytest.mark.parametrize(
-    ("backend", "expected"),
+    ("thinking_switch", "expected"),
     [
-        ("vllm", {"chat_template_kwargs": {"enable_thinking": False}}),
-        ("llamacpp", {"chat_template_kwargs": {"enable_thinking": False}}),
-        ("ollama", {"reasoning_effort": "none"}),
+        ("chat_template_kwargs", {"chat_template_kwargs": {"enable_thinking": False}}),  # vLLM, llama.cpp
+        ("reasoning_effort", {"reasoning_effort": "none"}),  # Ollama
     ],
 )
-def test_one_switch_turns_thinking_off_in_each_backends_own_way(switch: dict, backend: str, expected: dict):
+def test_one_switch_turns_thinking_off_in_each_backends_own_way(switch: dict, thinking_switch: str, expected: dict):
     body = {"model": "m", **switch}
-    adapt_request(body, backend)
+    adapt_request(body, thinking_switch)
     assert body == {"model": "m", **expected}
 
 
 def test_other_template_kwargs_are_kept():
     body = {"enable_thinking": False, "chat_template_kwargs": {"tools_in_system": True}}
-    adapt_request(body, "vllm")
+    adapt_request(body, "chat_template_kwargs")
     assert body["chat_template_kwargs"] == {"tools_in_system": True, "enable_thinking": False}
 
 
 def test_requests_without_the_switch_are_left_alone():
     body = {"model": "m", "messages": [], "reasoning_effort": "high"}
-    adapt_request(body, "ollama")
+    adapt_request(body, "reasoning_effort")
     assert body == {"model": "m", "messages": [], "reasoning_effort": "high"}
 
 

@@ -26,9 +26,11 @@ def test_keys_come_one_per_line_from_the_file(tmp_path: Path):
     assert "sk-one" not in repr(settings)
 
 
-def test_unknown_backend_names_the_choices():
-    with pytest.raises(SettingsError, match="vllm, ollama, llamacpp"):
-        load(BASE | {"SWITCHYARD_GATEWAY_BACKEND": "tgi", "SWITCHYARD_GATEWAY_AUTH": "false"})
+def test_unknown_thinking_switch_names_the_choices():
+    with pytest.raises(
+        SettingsError, match="THINKING_SWITCH='think': must be one of chat_template_kwargs, reasoning_effort"
+    ):
+        load(BASE | {"SWITCHYARD_GATEWAY_THINKING_SWITCH": "think", "SWITCHYARD_GATEWAY_AUTH": "false"})
 
 
 @pytest.mark.parametrize(("name", "value"), [("AUTH", "maybe"), ("MAX_BODY_BYTES", "-1"), ("READ_TIMEOUT", "soon")])

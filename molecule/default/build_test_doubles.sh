@@ -38,7 +38,7 @@ cat >"$registry/manifests/registry.ollama.ai/library/tiny/latest" <<MANIFEST
 MANIFEST
 
 cat >"$context/Containerfile" <<'CONTAINERFILE'
-FROM localhost/switchyard/sandbox-host:bookworm
+FROM localhost/switchyard/sandbox-host:bookworm-ssh
 COPY ollama /bin/ollama
 COPY registry /registry
 # The base image is a systemd host, whose stop signal is SIGRTMIN+3; Ollama stops on SIGTERM.

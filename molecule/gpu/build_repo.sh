@@ -2,7 +2,7 @@
 # Build the apt repository fixture that stands in for NVIDIA's CUDA and container toolkit
 # repositories: packages under the real names, whose nvidia-smi and nvidia-ctk are test
 # doubles (files/), in a flat repository signed by a throwaway key, in .cache/gpu-repo/.
-# Served on 127.0.0.1:8765 by scripts/test.sh while the gpu scenario runs.
+# Served on 127.0.0.1:8765 by scripts/ci/test.sh while the gpu scenario runs.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out="$(cd "$here/../.." && pwd)/.cache/gpu-repo"

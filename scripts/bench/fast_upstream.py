@@ -1,6 +1,6 @@
 """A benchmark upstream that answers OpenAI chat requests as fast as a socket allows.
 
-Not a model server: it exists so that scripts/bench_gateway.py measures the proxies in front
+Not a model server: it exists so that scripts/bench/gateway.py measures the proxies in front
 of it, not a model. Every streamed chunk carries the moment it was written
 (`"content": "t=<CLOCK_MONOTONIC ns>"`; the clock is shared by all processes on the machine),
 so the client can tell how long each chunk spent in a proxy.

@@ -1,8 +1,8 @@
-"""The baseline of scripts/bench_vllm.py: sentence-transformers in one process on the same model.
+"""The baseline of scripts/bench/vllm.py: sentence-transformers in one process on the same model.
 
-Run by bench_vllm.py with the benchmark venv's Python (sentence-transformers, CPU torch) and
-scripts/ on PYTHONPATH:
-    st_baseline.py MODEL_DIR STARTED_AT < workload.json
+Run by vllm.py with the benchmark venv's Python (sentence-transformers, CPU torch), from the
+project's root:
+    python -m scripts.bench.st_baseline MODEL_DIR STARTED_AT < workload.json
 STARTED_AT is the wall-clock time at which the caller started this process, so "ready" counts
 Python's and torch's start as a service's start counts them. Prints one JSON object: seconds to
 ready, resident memory (VmRSS, as measured for the services), and raw per-call seconds for the caller to summarise.
@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.stats import timed
+from .stats import timed
 
 
 def main() -> None:

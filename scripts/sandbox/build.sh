@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build, offline, what the sandbox host needs and no registry can give here:
-#   - localhost/switchyard/sandbox-host:bookworm  a Debian 12 rootfs with systemd (debootstrap)
+#   - localhost/switchyard/sandbox-host:bookworm-ssh  a Debian 12 rootfs with systemd and an
+#     SSH server on 127.0.0.1:2222 (debootstrap)
 #   - llama-server, built from the llama.cpp tree vendored in the llama-cpp-python sdist
 #   - localhost/switchyard/llama.cpp:server-local  an image laid out like the official
 #     llama.cpp server image (/app/llama-server), saved to an archive for the host to load
@@ -16,7 +17,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cache="$root/.cache/sandbox"
 python="${PYTHON:-$root/.venv/bin/python}"
 llama_cpp_python_version=0.3.36
-host_image=localhost/switchyard/sandbox-host:bookworm
+host_image=localhost/switchyard/sandbox-host:bookworm-ssh
 server_image=localhost/switchyard/llama.cpp:server-local
 mkdir -p "$cache"
 
@@ -28,8 +29,12 @@ build_host_image() {
   local rootfs="$cache/rootfs"
   rm -rf "$rootfs"
   debootstrap --variant=minbase \
-    --include=systemd,systemd-sysv,python3,python3-apt,dbus,sudo,ca-certificates,iproute2,curl \
+    --include=systemd,systemd-sysv,python3,python3-apt,dbus,sudo,ca-certificates,iproute2,curl,openssh-server \
     bookworm "$rootfs" >"$cache/debootstrap.log"
+  # Ansible reaches the sandbox over SSH (scripts/sandbox/up.sh installs the key): on the
+  # machine's network, so on loopback and a port of its own, keys only.
+  printf '%s\n' 'Port 2222' 'ListenAddress 127.0.0.1' 'PermitRootLogin prohibit-password' \
+    'PasswordAuthentication no' 'KbdInteractiveAuthentication no' >"$rootfs/etc/ssh/sshd_config.d/sandbox.conf"
   # A sandbox host gets its machine id at first boot, like a fresh install.
   : >"$rootfs/etc/machine-id"
   tar -C "$rootfs" -c . | podman import --quiet \

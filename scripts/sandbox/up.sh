@@ -7,19 +7,23 @@
 #   --ulimit ...            the machine lacks CAP_SYS_RESOURCE for podman's default rlimits
 #                           (nproc above about 20000 is refused, so it is set to 4096)
 #   --volume ...containers  nested podman cannot put overlay storage on the container's overlay
-#   --network host          the services bind 127.0.0.1 in the host and answer there, as on a server
+#   --network host          the services bind 127.0.0.1 in the host and answer there, as on a
+#                           server; its SSH server too, on 127.0.0.1:2222
 #   --shm-size 2g           vLLM (run with --ipc host) needs more /dev/shm than podman's 64 MB;
 #                           a real host's /dev/shm is half its memory
 set -euo pipefail
 
 name=${1:-${SWITCHYARD_SANDBOX:-switchyard-sandbox}}
-image=localhost/switchyard/sandbox-host:bookworm
+image=localhost/switchyard/sandbox-host:bookworm-ssh
+ssh_port=2222
+# This machine's key for Ansible's SSH connection to the sandbox (inventory/sandbox/hosts.yml).
+key=$(cd "$(dirname "$0")/../.." && pwd)/.cache/sandbox/ssh/id_ed25519
 
 if podman container exists "$name"; then
   echo "sandbox host $name is already running" >&2
   exit 0
 fi
-for port in 8000 8001 8002 8080; do
+for port in 8000 8001 8002 8080 "$ssh_port"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "port $port on 127.0.0.1 is in use; stop what holds it (another sandbox: scripts/sandbox/down.sh NAME) and retry" >&2
     exit 1
@@ -32,10 +36,20 @@ podman --runtime runc run --detach --name "$name" --hostname "$name" \
   --volume "$name-containers:/var/lib/containers" \
   "$image" /sbin/init >/dev/null
 
+if [ ! -f "$key" ]; then
+  mkdir -p "$(dirname "$key")"
+  ssh-keygen -q -t ed25519 -N '' -C switchyard-sandbox -f "$key"
+fi
+podman exec -i "$name" sh -c 'umask 077 && mkdir -p /root/.ssh && cat >/root/.ssh/authorized_keys' <"$key.pub"
+
 for _ in $(seq 60); do
   state=$(podman exec "$name" systemctl is-system-running 2>/dev/null || true)
   case $state in
-    running|degraded) echo "sandbox host $name is up ($state)"; exit 0 ;;
+    running|degraded)
+      if (exec 3<>"/dev/tcp/127.0.0.1/$ssh_port") 2>/dev/null; then
+        echo "sandbox host $name is up ($state), SSH on 127.0.0.1:$ssh_port"
+        exit 0
+      fi ;;
   esac
   sleep 1
 done

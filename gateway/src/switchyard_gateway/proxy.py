@@ -91,7 +91,7 @@ async def _generate(request: Request, path: str, chat: bool) -> Response:
     request.state.model = route.public
     body["model"] = route.upstream
     if chat:
-        reasoning.adapt_request(body, settings.backend)
+        reasoning.adapt_request(body, settings.thinking_switch)
     payload = json.dumps(body, ensure_ascii=False).encode()
     upstream = await open_stream(
         state.client, "backend", settings.backend_url + path, payload, _upstream_headers(request), settings, metrics

@@ -31,14 +31,15 @@ def thinking_requested(body: dict[str, Any]) -> bool | None:
     return None
 
 
-def adapt_request(body: dict[str, Any], backend: str) -> None:
-    """Rewrite the thinking switch in place for the active backend."""
+def adapt_request(body: dict[str, Any], thinking_switch: str) -> None:
+    """Rewrite the thinking switch in place the way the active backend takes it
+    (settings.THINKING_SWITCHES)."""
     thinking = thinking_requested(body)
     body.pop("enable_thinking", None)
     if thinking is None:
         return
     body.pop("think", None)
-    if backend == "ollama":
+    if thinking_switch == "reasoning_effort":
         # Ollama's OpenAI endpoint turns thinking off only through reasoning_effort "none".
         body.pop("chat_template_kwargs", None)
         if thinking:

@@ -12,8 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-BACKENDS = ("vllm", "ollama", "llamacpp")
 PREFIX = "SWITCHYARD_GATEWAY_"
+# How a backend turns Qwen3's thinking off: its chat template's enable_thinking, or
+# reasoning_effort "none" (Ollama's OpenAI endpoint).
+THINKING_SWITCHES = ("chat_template_kwargs", "reasoning_effort")
 
 
 class SettingsError(ValueError):
@@ -27,6 +29,10 @@ class Settings:
     backend_model: str
     model_aliases: tuple[str, ...] = ()
     backend_url: str = "http://127.0.0.1:8000"
+    # Where the backend tells its version, and in which JSON field (/config shows it).
+    backend_version_path: str = "/version"
+    backend_version_field: str = "version"
+    thinking_switch: str = "chat_template_kwargs"
     embedding_url: str = "http://127.0.0.1:8001"
     embedding_model: str = ""
     reranker_url: str = "http://127.0.0.1:8002"
@@ -43,18 +49,6 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     log_level: str = "info"
-
-    @property
-    def backend_health_path(self) -> str:
-        # Ollama has no /health; /api/version answers once it serves.
-        return "/api/version" if self.backend == "ollama" else "/health"
-
-    @property
-    def backend_version_path(self) -> tuple[str, str]:
-        """Where the backend tells its version: (path, JSON field)."""
-        return {"vllm": ("/version", "version"), "ollama": ("/api/version", "version")}.get(
-            self.backend, ("/props", "build_info")
-        )
 
 
 def _bool(name: str, raw: str) -> bool:
@@ -97,8 +91,13 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         return env.get(PREFIX + name, default).strip()
 
     backend = get("BACKEND")
-    if backend not in BACKENDS:
-        raise SettingsError(f"{PREFIX}BACKEND={backend!r}: must be one of {', '.join(BACKENDS)}")
+    if not backend:
+        raise SettingsError(f"{PREFIX}BACKEND is empty: set the name of the active backend")
+    thinking_switch = get("THINKING_SWITCH", Settings.thinking_switch)
+    if thinking_switch not in THINKING_SWITCHES:
+        raise SettingsError(
+            f"{PREFIX}THINKING_SWITCH={thinking_switch!r}: must be one of {', '.join(THINKING_SWITCHES)}"
+        )
     model = get("MODEL")
     if not model:
         raise SettingsError(f"{PREFIX}MODEL is empty: set the public model name clients use")
@@ -122,6 +121,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         backend_model=get("BACKEND_MODEL") or model,
         model_aliases=_names(get("MODEL_ALIASES")),
         backend_url=get("BACKEND_URL", Settings.backend_url).rstrip("/"),
+        backend_version_path=get("BACKEND_VERSION_PATH", Settings.backend_version_path),
+        backend_version_field=get("BACKEND_VERSION_FIELD", Settings.backend_version_field),
+        thinking_switch=thinking_switch,
         embedding_url=get("EMBEDDING_URL", Settings.embedding_url).rstrip("/"),
         embedding_model=get("EMBEDDING_MODEL"),
         reranker_url=get("RERANKER_URL", Settings.reranker_url).rstrip("/"),

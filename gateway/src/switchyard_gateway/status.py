@@ -20,25 +20,34 @@ api_router = APIRouter(dependencies=[Depends(require_key)])
 
 
 def upstreams(settings: Settings) -> dict[str, tuple[str, str]]:
-    """Each configured upstream: (base URL, path that answers 200 once it serves)."""
-    found = {"backend": (settings.backend_url, settings.backend_health_path)}
+    """Each configured upstream: (base URL, the model it must serve; "" for any)."""
+    found = {"backend": (settings.backend_url, settings.backend_model)}
     if settings.embedding_url:
-        found["embedding"] = (settings.embedding_url, "/health")
+        found["embedding"] = (settings.embedding_url, settings.embedding_model)
     if settings.reranker_url:
-        found["reranker"] = (settings.reranker_url, "/health")
+        found["reranker"] = (settings.reranker_url, settings.reranker_model)
     return found
 
 
-async def probe(client: httpx.AsyncClient, url: str, timeout: float) -> dict[str, Any]:
+async def probe(client: httpx.AsyncClient, base: str, model: str, timeout: float) -> dict[str, Any]:
+    """Whether an upstream serves: its /v1/models answers and lists the model it should serve
+    (a server that is up with another model, or none loaded yet, is not serving)."""
     started = time.perf_counter()
     try:
-        response = await client.get(url, timeout=timeout)
+        response = await client.get(base + "/v1/models", timeout=timeout)
+        served = [entry.get("id") for entry in response.json().get("data", [])] if response.status_code == 200 else []
     except httpx.HTTPError as error:
         outcome: dict[str, Any] = {"status": "down", "error": type(error).__name__}
+    except (ValueError, AttributeError, TypeError):
+        outcome = {"status": "unhealthy", "error": "/v1/models is not an OpenAI model list"}
     else:
-        outcome = {"status": "ok" if response.status_code == 200 else "unhealthy", "http_status": response.status_code}
+        if response.status_code != 200:
+            outcome = {"status": "unhealthy", "http_status": response.status_code}
+        elif model and model not in served:
+            outcome = {"status": "unhealthy", "error": f"serves {served}, not {model!r}"}
+        else:
+            outcome = {"status": "ok"}
     outcome["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
-    outcome["url"] = url
     return outcome
 
 
@@ -55,7 +64,7 @@ async def health_deep(request: Request) -> JSONResponse:
     settings = state.settings
     targets = upstreams(settings)
     results = await asyncio.gather(
-        *(probe(state.client, base + path, settings.health_timeout) for base, path in targets.values())
+        *(probe(state.client, base, model, settings.health_timeout) for base, model in targets.values())
     )
     services = dict(zip(targets, results, strict=True))
     if services["backend"]["status"] != "ok":
@@ -88,10 +97,11 @@ async def list_models(request: Request) -> dict[str, Any]:
 
 
 async def backend_version(client: httpx.AsyncClient, settings: Settings) -> str | None:
-    path, field = settings.backend_version_path
     try:
-        response = await client.get(settings.backend_url + path, timeout=settings.health_timeout)
-        return str(response.json()[field])
+        response = await client.get(
+            settings.backend_url + settings.backend_version_path, timeout=settings.health_timeout
+        )
+        return str(response.json()[settings.backend_version_field])
     except (httpx.HTTPError, ValueError, KeyError, TypeError):
         return None
 
@@ -109,7 +119,7 @@ async def config(request: Request) -> dict[str, Any]:
             "embedding": settings.embedding_model or None,
             "reranker": settings.reranker_model or None,
         },
-        "upstreams": {name: base for name, (base, _path) in upstreams(settings).items()},
+        "upstreams": {name: base for name, (base, _model) in upstreams(settings).items()},
         "versions": {"gateway": __version__, "backend": await backend_version(request.app.state.client, settings)},
         "auth": {
             "enabled": settings.auth,

@@ -4,13 +4,16 @@
 It stands in for the narrow part of Ollama's HTTP API that Switchyard relies on - the
 version probe, the OpenAI-compatible model list and chat completions (plain and SSE), and
 /api/pull - and lists as models the manifests found under $OLLAMA_MODELS (or
-~/.ollama/models), as Ollama does. It listens on $OLLAMA_HOST. Everything else answers 404.
+~/.ollama/models), as Ollama does. Like Ollama, it loads a model only for its first request:
+a corrupt blob is listed and fails that request with a 500, not the server's start. It
+listens on $OLLAMA_HOST. Everything else answers 404.
 
 Pulls come from $OLLAMA_TEST_DOUBLE_REGISTRY (default /registry), a store laid out like
 Ollama's (manifests/ and blobs/) that stands in for registry.ollama.ai: a name it lacks fails
 with Ollama's own message, as the real registry's 404 does.
 """
 
+import hashlib
 import json
 import os
 import re
@@ -41,6 +44,16 @@ def manifest_path(name: str) -> Path:
     parts = match.group(1).split("/")
     parts = ["registry.ollama.ai"] * (len(parts) < 3) + ["library"] * (len(parts) < 2) + parts
     return Path("manifests", *parts, match.group(2) or "latest")
+
+
+def load(name: str) -> None:
+    """Check the model's blobs against its manifest, as Ollama's runner does when a first
+    request loads the model: a missing or corrupt blob fails that request, not the start."""
+    manifest = json.loads((MODELS / manifest_path(name)).read_text())
+    for layer in [manifest["config"], *manifest["layers"]]:
+        blob = MODELS / "blobs" / layer["digest"].replace(":", "-")
+        if not blob.is_file() or "sha256:" + hashlib.sha256(blob.read_bytes()).hexdigest() != layer["digest"]:
+            raise ValueError(f"llama runner process has terminated: error loading model: {blob.name} is corrupt")
 
 
 def pull(name: str):
@@ -94,6 +107,11 @@ class Handler(BaseHTTPRequestHandler):
             return
         if request.get("model") not in model_names():
             self.send_json(404, {"error": {"message": f"model '{request.get('model')}' not found"}})
+            return
+        try:
+            load(request["model"])
+        except ValueError as error:
+            self.send_json(500, {"error": {"message": str(error), "type": "api_error"}})
             return
         reply = {"id": "chatcmpl-test-double", "created": int(time.time()), "model": request["model"]}
         if not request.get("stream"):

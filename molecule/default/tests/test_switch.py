@@ -5,9 +5,15 @@ files/ollama_test_double.py): no Ollama binary can be had on these machines. Its
 pulled through the double's /api/pull from the double's stand-in registry.
 """
 
+import json
 import re
 import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import httpx
 import pytest
 
 from conftest import PROJECT, backend_containers
@@ -28,13 +34,49 @@ def assert_gateway_routes_to(gateway, backend: str) -> None:
     assert reply.json()["model"] == "tiny-llama"
 
 
-def assert_llamacpp_serving(host, http, container_id: str | None = None) -> None:
+def assert_serving(host, http, backend: str, model: str, container_id: str | None = None) -> None:
     containers = backend_containers(host)
-    assert list(containers) == ["llm-llamacpp"]
+    assert list(containers) == [f"llm-{backend}"]
     if container_id is not None:
-        assert containers["llm-llamacpp"] == container_id, "the running backend was restarted"
-    assert http.get("/health").status_code == 200
-    assert "tiny-llama" in served_models(http)
+        assert containers[f"llm-{backend}"] == container_id, "the running backend was restarted"
+    assert model in served_models(http)
+    reply = http.post("/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
+    assert reply.status_code == 200, reply.text
+
+
+def assert_llamacpp_serving(host, http, container_id: str | None = None) -> None:
+    assert_serving(host, http, "llamacpp", "tiny-llama", container_id)
+
+
+@contextmanager
+def outage_watch(model: str) -> Iterator[dict[str, float]]:
+    """Sends a completion to :8000 every 0.1 s while the block runs; yields the longest time
+    without an answer (seconds), filled in when the block ends."""
+    found = {"longest_outage_s": 0.0}
+    stop = threading.Event()
+
+    def watch() -> None:
+        last_ok = time.monotonic()
+        with httpx.Client(base_url="http://127.0.0.1:8000", timeout=5) as client:
+            while not stop.is_set():
+                body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+                try:
+                    ok = client.post("/v1/chat/completions", json=body).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                now = time.monotonic()
+                if ok:
+                    last_ok = now
+                found["longest_outage_s"] = max(found["longest_outage_s"], now - last_ok)
+                stop.wait(0.1)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        yield found
+    finally:
+        stop.set()
+        watcher.join()
 
 
 @pytest.fixture
@@ -58,9 +100,12 @@ def assert_pull_script_works_through_the_backend() -> None:
     assert "error: pull model manifest: file does not exist" in missing.stderr
 
 
+TINY_MANIFEST = "/var/lib/switchyard/ollama/models/manifests/registry.ollama.ai/library/tiny/latest"
+
+
 def test_switch_to_ollama_and_back(host, run_site, http, gateway):
     assert_gateway_routes_to(gateway, "llamacpp")
-    manifest = host.file("/var/lib/switchyard/ollama/models/manifests/registry.ollama.ai/library/tiny/latest")
+    manifest = host.file(TINY_MANIFEST)
     assert not manifest.exists
     to_ollama = run_site("llm_backend=ollama")
     assert to_ollama.returncode == 0, to_ollama.output
@@ -141,11 +186,106 @@ def test_changed_settings_restart_the_backend(host, run_site, http, llamacpp_id)
     assert restore.returncode == 0, restore.output
 
 
-def test_backend_that_fails_to_start_is_rolled_back(host, run_site, http):
+def test_a_backend_that_exits_at_start_fails_at_once_and_is_rolled_back(host, run_site, http):
     good_unit = host.file("/etc/systemd/system/llm-backend.service").content_string
-    run = run_site('{"llm_llamacpp_extra_args": ["--no-such-flag"], "llm_health_timeout": 20}')
+    started = time.monotonic()
+    run = run_site('{"llm_llamacpp_extra_args": ["--no-such-flag"], "llm_health_timeout": 600}')
+    took = time.monotonic() - started
     assert run.returncode != 0
-    assert "rolled back to its last healthy unit" in run.output
+    assert "It was rolled back to its last healthy unit, which serves again after" in run.output
     assert "no-such-flag" in run.output, "the failure shows the journal of llm-backend"
+    # The unit's main process died: the wait ends then, not after llm_health_timeout.
+    assert took < 300, f"the failed start took {took:.0f} s"
     assert host.file("/etc/systemd/system/llm-backend.service").content_string == good_unit
     assert_llamacpp_serving(host, http)
+
+
+def blob_of(host, manifest: str) -> str:
+    """The store's weights blob of an Ollama model (the manifest's last layer)."""
+    digest = json.loads(host.file(manifest).content_string)["layers"][-1]["digest"]
+    return "/var/lib/switchyard/ollama/models/blobs/" + digest.replace(":", "-")
+
+
+def test_llamacpp_to_a_broken_ollama_model_rolls_back_to_llamacpp(host, run_site, http, gateway, llamacpp_id):
+    """Ollama starts and lists the model even when its weights are corrupt; only a first
+    request loads them. The switch must see that and put llama.cpp back."""
+    blob = blob_of(host, TINY_MANIFEST)
+    host.check_output(f"cp {blob} /root/good-blob && printf x >> {blob}")
+    try:
+        with outage_watch("tiny-llama") as outage:
+            run = run_site("llm_backend=ollama", "llm_health_timeout=20")
+        assert run.returncode != 0
+        assert "It was rolled back to its last healthy unit" in run.output
+        assert_llamacpp_serving(host, http)
+        assert_gateway_routes_to(gateway, "llamacpp")
+        print(f"llama.cpp -> broken Ollama: llama.cpp unanswered for {outage['longest_outage_s']:.1f} s in all")
+    finally:
+        host.check_output(f"mv /root/good-blob {blob}")
+
+
+def test_ollama_to_a_broken_llamacpp_rolls_back_to_ollama(host, run_site, http, gateway):
+    to_ollama = run_site("llm_backend=ollama")
+    assert to_ollama.returncode == 0, to_ollama.output
+    ollama_unit = host.file("/etc/systemd/system/llm-backend.service").content_string
+    with outage_watch("tiny:latest") as outage:
+        run = run_site('{"llm_llamacpp_extra_args": ["--no-such-flag"]}')
+    assert run.returncode != 0
+    assert "It was rolled back to its last healthy unit" in run.output
+    assert host.file("/etc/systemd/system/llm-backend.service").content_string == ollama_unit
+    assert_serving(host, http, "ollama", "tiny:latest")
+    assert_gateway_routes_to(gateway, "ollama")
+    print(f"Ollama -> broken llama.cpp: Ollama unanswered for {outage['longest_outage_s']:.1f} s in all")
+    back = run_site()
+    assert back.returncode == 0, back.output
+    assert_llamacpp_serving(host, http)
+
+
+def test_the_gateway_follows_a_switch_made_with_tags_services(host, run_site, http, gateway):
+    run = run_site("llm_backend=ollama", tags="services")
+    assert run.returncode == 0, run.output
+    assert_gateway_routes_to(gateway, "ollama")
+    back = run_site(tags="services")
+    assert back.returncode == 0, back.output
+    assert_gateway_routes_to(gateway, "llamacpp")
+
+
+def serving_pid(host) -> str:
+    return host.check_output("podman inspect --format '{{.State.Pid}}' llm-llamacpp")
+
+
+def test_a_crashed_backend_serves_again_within_seconds(host, http):
+    restarts = int(host.check_output("systemctl show --property NRestarts --value llm-backend"))
+    host.check_output(f"kill -9 {serving_pid(host)}")
+    killed = time.monotonic()
+    deadline = killed + 60
+    while time.monotonic() < deadline:
+        try:
+            if http.get("/v1/models").status_code == 200 and backend_containers(host):
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    back_after = time.monotonic() - killed
+    print(f"llama-server killed with SIGKILL: serving again after {back_after:.1f} s")
+    assert int(host.check_output("systemctl show --property NRestarts --value llm-backend")) == restarts + 1
+    assert_llamacpp_serving(host, http)
+
+
+def test_services_come_back_after_the_host_restarts(host, gateway):
+    sandbox = host.backend.name
+    subprocess.run(["podman", "restart", "--time", "30", sandbox], check=True, capture_output=True)
+    started = time.monotonic()
+    body = {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    answered = None
+    while time.monotonic() - started < 180:
+        try:
+            if gateway.post("/v1/chat/completions", json=body).status_code == 200:
+                answered = time.monotonic() - started
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    assert answered is not None, "the gateway did not serve a completion within 180 s of the host's start"
+    print(f"host restarted: the gateway served a completion {answered:.1f} s after the host started")
+    for unit in ("llm-backend", "llm-gateway"):
+        assert host.service(unit).is_running

@@ -72,7 +72,10 @@ def test_chat_backend_serves_the_model_name():
 
 
 @pytest.mark.parametrize("thinking", [True, False])
-def test_chat_answers_with_and_without_thinking(thinking):
+def test_the_thinking_switch_moves_the_reply_between_reasoning_and_content(thinking):
+    """Qwen3's template with enable_thinking opens a <think> block that the tiny random model
+    never closes: the qwen3 reasoning parser puts all of it in `reasoning`. Turned off, the
+    template closes the block itself and the text is the answer, in `content`."""
     body = {
         "model": CHAT_MODEL,
         "messages": [{"role": "user", "content": "Capital of France?"}],
@@ -85,7 +88,20 @@ def test_chat_answers_with_and_without_thinking(thinking):
     assert reply["model"] == CHAT_MODEL
     assert reply["usage"]["completion_tokens"] > 0
     message = reply["choices"][0]["message"]
-    assert (message.get("content") or message.get("reasoning") or message.get("reasoning_content")) is not None
+    reasoning = message.get("reasoning") or message.get("reasoning_content")
+    if thinking:
+        assert reasoning and not message.get("content"), message
+    else:
+        assert message.get("content") and not reasoning, message
+
+
+def test_vllm_serves_the_downloaded_revision_offline(host):
+    """vLLM never asks the Hub at start: the model is the one the models role downloaded."""
+    for container in ("llm-vllm", "llm-embedding", "llm-reranker"):
+        env = host.check_output(f"podman exec {container} printenv HF_HUB_OFFLINE")
+        assert env == "1", container
+    argv = host.check_output("podman inspect --format '{{json .Config.Cmd}}' llm-vllm")
+    assert json.loads(argv)[json.loads(argv).index("--revision") + 1] == "main"
 
 
 def test_chat_streams():

@@ -3,9 +3,9 @@
 # podman, runc, debootstrap and a C++ toolchain from the distribution, and a Python venv
 # (.venv) with requirements-dev.txt. Safe to run again: it skips what is already there.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+root=$(cd "$(dirname "$0")/../.." && pwd)
 
-packages=(podman runc crun debootstrap uidmap cmake g++ make python3-venv curl)
+packages=(podman runc crun debootstrap uidmap cmake g++ make python3-venv curl openssh-client)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")

@@ -24,8 +24,8 @@ import time
 
 import httpx
 
-from bench.sandbox import PROJECT, Sandbox
-from bench.stats import percentile, timed
+from .sandbox import PROJECT, Sandbox
+from .stats import percentile, timed
 
 SANDBOX = os.environ.get("SWITCHYARD_SANDBOX", "switchyard-bench")
 BASELINE_VENV = PROJECT / ".cache/bench/st-venv"
@@ -131,10 +131,10 @@ def measure_baseline() -> dict:
     env = os.environ | {
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
-        "PYTHONPATH": str(PROJECT / "scripts"),
+        "PYTHONPATH": str(PROJECT),
     }
     done = subprocess.run(
-        [str(python), str(PROJECT / "scripts/bench/st_baseline.py"), str(snapshot), str(time.time())],
+        [str(python), "-m", "scripts.bench.st_baseline", str(snapshot), str(time.time())],
         input=work,
         capture_output=True,
         text=True,

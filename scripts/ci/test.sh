@@ -4,7 +4,7 @@
 # switch tests), and the GPU stack's scenario against a local stand-in for NVIDIA's repositories.
 # Run it as `make test`, which first builds the offline sandbox artifacts.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 export PATH="$root/.venv/bin:$PATH" ANSIBLE_CONFIG="$root/ansible.cfg" ANSIBLE_NOCOLOR=1 PY_COLORS=0
 export SWITCHYARD_SANDBOX="${SWITCHYARD_SANDBOX:-switchyard-molecule}"
@@ -16,7 +16,7 @@ molecule/default/build_test_doubles.sh
 molecule/gpu/build_repo.sh
 
 step "lint: yamllint, ansible-lint (production profile), ruff"
-scripts/lint.sh
+scripts/ci/lint.sh
 
 step "rendered units for every backend, engine and GPU setting"
 pytest -p no:cacheprovider tests/

@@ -6,7 +6,7 @@ The upstream is scripts/bench/fast_upstream.py (answers in microseconds), so the
 the proxies' own. Run as `make bench-gateway`; LiteLLM is installed into its own venv
 (.cache/bench/litellm-venv) the first time.
 
-    python scripts/bench_gateway.py [--requests N] [--stream-requests N] [--skip-litellm]
+    python -m scripts.bench.gateway [--requests N] [--stream-requests N] [--skip-litellm]
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from pathlib import Path
 import httpx
 import uvloop
 
-from bench.stats import percentile
+from .stats import percentile
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LITELLM_VENV = ROOT / ".cache/bench/litellm-venv"
 LITELLM_VERSION = "1.106.12"  # 1.110's [proxy] extra needs litellm-proxy, which PyPI here lacks
 KEY = "sk-bench-key-0000000000000000"

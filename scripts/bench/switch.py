@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from bench.sandbox import PROJECT, Sandbox
+from .sandbox import PROJECT, Sandbox
 
 SANDBOX = os.environ.get("SWITCHYARD_SANDBOX", "switchyard-bench")
 HEALTH_URL = "http://127.0.0.1:8000/v1/models"

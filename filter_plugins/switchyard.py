@@ -1,0 +1,141 @@
+"""Derived values the roles share, each too long for one line of Jinja.
+
+Loaded through ansible.cfg's `filter_plugins`; tests/test_filters.py tests each one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shlex
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+OLLAMA_REGISTRY = "registry.ollama.ai"
+OLLAMA_NAMESPACE = "library"
+# Characters that end a line or a directive in a systemd unit or an environment file.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+WILDCARD_ADDRESSES = {"", "0.0.0.0", "::"}
+
+
+def ollama_manifest(name: str) -> str:
+    """Where `ollama pull NAME` leaves its manifest in the store, as Ollama parses
+    [host/][namespace/]model[:tag] (registry.ollama.ai, library and latest when left out)."""
+    tag = "latest"
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last:
+        name, tag = name.rsplit(":", 1)
+    parts = name.split("/")
+    if len(parts) < 2:
+        parts.insert(0, OLLAMA_NAMESPACE)
+    if len(parts) < 3:
+        parts.insert(0, OLLAMA_REGISTRY)
+    return "/".join(["models", "manifests", *parts, tag])
+
+
+def hf_cache_name(repo: str) -> str:
+    """The directory a Hugging Face repo takes in a cache's hub/: models--ORG--NAME."""
+    return "models--" + repo.replace("/", "--")
+
+
+def hf_snapshots(model: str, cache_dir: str) -> str:
+    """Where a model's files lie on the host: an absolute path as it is, a repo id in the
+    Hugging Face cache at cache_dir."""
+    if model.startswith("/"):
+        return model
+    return f"{cache_dir.rstrip('/')}/hub/{hf_cache_name(model)}/snapshots"
+
+
+def probe_host(address: str) -> str:
+    """The host part of a URL that reaches a service listening on address from the host
+    itself: loopback for a wildcard address, brackets around IPv6."""
+    if address in WILDCARD_ADDRESSES:
+        return "[::1]" if address == "::" else "127.0.0.1"
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    return f"[{parsed}]" if parsed.version == 6 else str(parsed)
+
+
+def is_ip_address(address: Any) -> bool:
+    try:
+        ipaddress.ip_address(str(address))
+    except ValueError:
+        return False
+    return True
+
+
+def is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def _systemd_word(item: Any) -> str:
+    word = str(item)
+    # shlex.quote ends a single-quoted word at a ' and reopens it, which systemd does not
+    # read back; double quotes with C escapes are what systemd unquotes.
+    quoted = '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"' if "'" in word else shlex.quote(word)
+    return quoted.replace("%", "%%").replace("$", "$$")
+
+
+def systemd_argv(argv: Iterable[Any]) -> str:
+    """Words for an Exec= line: quoted for systemd, specifiers and variables escaped, one
+    continuation line per option ("--flag value" stays together)."""
+    out = []
+    previous = None
+    for item in argv:
+        word = _systemd_word(item)
+        if previous is None or word.startswith("-") or not str(previous).startswith("-"):
+            out.append(" \\\n    " + word)
+        else:
+            out.append(" " + word)
+        previous = item
+    return "".join(out)
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield str(key)
+            yield from _strings(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _strings(item)
+
+
+def with_control_characters(settings: Mapping[str, Any]) -> list[str]:
+    """The names of the settings whose value (or any string inside it) holds a newline or
+    another control character: such a value would add lines to a unit or an env file."""
+    return sorted(
+        name for name, value in settings.items() if any(CONTROL_CHARACTERS.search(s) for s in _strings(value))
+    )
+
+
+def nvidia_cuda_distro(facts: Mapping[str, Any]) -> str:
+    """The distribution's directory in NVIDIA's CUDA repository: ubuntu2404, debian12, ..."""
+    distribution = str(facts["distribution"]).lower()
+    if distribution == "ubuntu":
+        return distribution + str(facts["distribution_version"]).replace(".", "")
+    return distribution + str(facts["distribution_major_version"])
+
+
+class FilterModule:
+    def filters(self) -> dict[str, Any]:
+        return {
+            "ollama_manifest": ollama_manifest,
+            "hf_cache_name": hf_cache_name,
+            "hf_snapshots": hf_snapshots,
+            "probe_host": probe_host,
+            "is_ip_address": is_ip_address,
+            "is_loopback": is_loopback,
+            "systemd_argv": systemd_argv,
+            "with_control_characters": with_control_characters,
+            "nvidia_cuda_distro": nvidia_cuda_distro,
+        }

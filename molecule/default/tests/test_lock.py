@@ -1,0 +1,62 @@
+"""One run at a time on a host (playbooks/lock.yml): a second run fails at once naming the
+first; a lock left by a run that died on this control node does not block the next run."""
+
+import os
+import signal
+import subprocess
+import time
+
+from conftest import PLAYBOOK_ENV, PROJECT, site_command
+
+
+def lock_holder(host) -> str:
+    """The description of the lock unit while it is active, else ""."""
+    if host.run("systemctl is-active --quiet switchyard-run").rc != 0:
+        return ""
+    return host.check_output("systemctl show --property=Description --value switchyard-run")
+
+
+def start_run(request) -> subprocess.Popen:
+    command = site_command(request.path.parents[1])
+    return subprocess.Popen(
+        command, cwd=PROJECT, env=PLAYBOOK_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def wait_for_lock(host, run: subprocess.Popen) -> str:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and run.poll() is None:
+        holder = lock_holder(host)
+        if holder:
+            return holder
+        time.sleep(0.5)
+    raise AssertionError("the first run never took the lock")
+
+
+def test_a_second_run_fails_at_once_naming_the_first(host, run_site, request):
+    first = start_run(request)
+    holder = wait_for_lock(host, first)
+    assert f" pid {first.pid} since " in holder
+    started = time.monotonic()
+    second = run_site()
+    took = time.monotonic() - started
+    assert second.returncode != 0
+    assert f"Another run holds switchyard-sandbox: {holder.removeprefix('Switchyard run by ')}" in " ".join(
+        second.output.split()
+    )
+    output, _ = first.communicate(timeout=900)
+    assert first.returncode == 0, output
+    assert lock_holder(host) == "", "the first run released its lock"
+    print(f"the second run failed after {took:.1f} s, naming the first")
+
+
+def test_a_lock_left_by_a_run_that_died_is_taken_over(host, run_site, request):
+    dead = start_run(request)
+    wait_for_lock(host, dead)
+    os.killpg(dead.pid, signal.SIGKILL)
+    dead.wait()
+    assert lock_holder(host), "the killed run left its lock behind"
+    run = run_site()
+    assert run.returncode == 0, run.output
+    assert lock_holder(host) == ""

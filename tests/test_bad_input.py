@@ -1,0 +1,127 @@
+"""Bad settings are refused by playbooks/check.yml before any play changes a host.
+
+Each case runs `ansible-playbook site.yml --check` as a user would, with one bad value given
+with -e, against a host reached over the local connection (check mode: nothing on this
+machine changes even if a check were missing). The JSON callback tells which tasks ran: the
+run must fail in the check play, with a message that names the setting, and no task of a
+later play may have run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+CHECK_PLAY = "Check the settings before anything changes"
+# The gateway is on, with a valid key, so that its checks run too.
+GOOD = {"gateway_enabled": True, "gateway_api_key": "k" * 24}
+
+CASES = [
+    ("llm_backend=bogus", "llm_backend must be one of: vllm, ollama, llamacpp"),
+    ("container_engine=lxc", "container_engine must be one of: podman, docker"),
+    ("gpu_enabled=maybe", "gpu_enabled is 'maybe'"),
+    ("nvidia_driver_source=debian", "nvidia_driver_source must be one of"),
+    ("llm_backend_port=http", "llm_backend_port"),
+    ("llm_embedding_port=8000", "must be four different ports"),
+    ("llm_reranker_port=8001", "must be four different ports"),
+    ("models_ollama_pull_port=8002", "must be four different ports"),
+    ("llm_backend_port=70000", "between 1 and 65535"),
+    ("gateway_port=8000", "gateway_port (8000) must be a port"),
+    ("gateway_port=0", "gateway_port (0) must be a port"),
+    ("llm_max_model_len=0", "llm_max_model_len is 0; it must be above 0"),
+    ("llm_embedding_max_model_len=-1", "llm_embedding_max_model_len is -1; it must be above 0"),
+    ("llm_health_timeout=0", "llm_health_timeout is 0; it must be above 0"),
+    ("models_download_timeout=0", "models_download_timeout is 0; it must be above 0"),
+    ("gateway_read_timeout=0", "gateway_read_timeout is 0; it must be above 0"),
+    ("llm_vllm_gpu_mem_util=1.5", "llm_vllm_gpu_mem_util = 1.5"),
+    ("llm_vllm_gpu_mem_util=0.9", "together at most 1"),
+    ("llm_embedding_gpu_mem_util=0", "llm_embedding_gpu_mem_util = 0"),
+    ("llm_llamacpp_model_file=../etc/passwd.gguf", "llm_llamacpp_model_file is '../etc/passwd.gguf'"),
+    ("llm_llamacpp_model_file=model.bin", "llm_llamacpp_model_file is 'model.bin'"),
+    ("llm_ollama_model=../../escape", "llm_ollama_model is '../../escape'"),
+    ("llm_vllm_model=org/../x", "llm_vllm_model is 'org/../x'"),
+    ('{"llm_served_model_name": "qwen3\\nExecStartPre=/bin/false"}', "llm_served_model_name holds a newline"),
+    ('{"llm_vllm_extra_args": ["--x", "a\\rb"]}', "llm_vllm_extra_args holds a newline"),
+    ('{"gateway_model_name": "m\\u0000"}', "gateway_model_name holds a newline"),
+    ("llm_state_dir=var/lib/switchyard", "llm_state_dir is 'var/lib/switchyard'; give an absolute path"),
+    ("llm_ollama_models_dir=/var/lib/../x", "llm_ollama_models_dir is '/var/lib/../x'"),
+    ("llm_bind_address=everywhere", "llm_bind_address is 'everywhere'"),
+    ("gateway_bind_address=my-host", "gateway_bind_address is 'my-host'"),
+    ("gateway_api_key=short", "Gateway API key number 1 "),
+    ('{"gateway_api_keys": ["#' + "k" * 20 + '"]}', "Gateway API key number 2 "),
+    ('{"gateway_api_key": "", "gateway_api_keys": []}', "auth on but no API key"),
+]
+
+
+def run_site(tmp_path: Path, *extra_vars: str, playbook: str = "site.yml") -> tuple[int, dict]:
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(
+        json.dumps(
+            {
+                "llm_hosts": {
+                    "hosts": {
+                        "bad-input-host": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+                        | GOOD
+                    }
+                }
+            }
+        )
+    )
+    command = ["ansible-playbook", "--check", f"--inventory={inventory}", str(PROJECT / playbook)]
+    for item in extra_vars:
+        command += ["--extra-vars", item]
+    env = os.environ | {
+        "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"),
+        "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
+    }
+    done = subprocess.run(command, cwd=PROJECT, env=env, capture_output=True, text=True, check=False, timeout=300)
+    return done.returncode, json.loads(done.stdout)
+
+
+def tasks_that_ran(report: dict) -> list[tuple[str, str, dict]]:
+    """(play, task, result) of every task that ran on the host, skipped ones left out."""
+    ran = []
+    for play in report["plays"]:
+        for task in play["tasks"]:
+            result = task["hosts"].get("bad-input-host")
+            if result is not None and not result.get("skipped"):
+                ran.append((play["play"]["name"], task["task"]["name"], result))
+    return ran
+
+
+def what_the_user_reads(result: dict) -> str:
+    """A failed task's message, and those of its failed loop items, on one line."""
+    messages = [result.get("msg", "")] + [
+        item.get("msg", "") for item in result.get("results", []) if item.get("failed")
+    ]
+    return " ".join(" ".join(str(message).split()) for message in messages)
+
+
+@pytest.mark.parametrize(("extra_vars", "message"), CASES, ids=[case[0][:40] for case in CASES])
+def test_bad_setting_is_refused_before_any_role_runs(tmp_path, extra_vars, message):
+    returncode, report = run_site(tmp_path, extra_vars)
+    assert returncode != 0
+    ran = tasks_that_ran(report)
+    assert {play for play, _task, _result in ran} == {CHECK_PLAY}, "a play after the check ran"
+    failed = [result for _play, _task, result in ran if result.get("failed")]
+    assert len(failed) == 1
+    assert message in what_the_user_reads(failed[0])
+
+
+def test_good_settings_pass_the_check(tmp_path):
+    """The same host with its settings left alone, and with valid unusual ones (IPv6, -e strings)."""
+    returncode, report = run_site(
+        tmp_path,
+        "llm_bind_address=::1",
+        "llm_backend_port=9000",
+        "llm_backend=llamacpp",
+        playbook="playbooks/check.yml",
+    )
+    failed = [result for _play, _task, result in tasks_that_ran(report) if result.get("failed")]
+    assert (returncode, failed) == (0, [])

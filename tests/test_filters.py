@@ -1,0 +1,89 @@
+"""The project's filter plugins (filter_plugins/switchyard.py), one behaviour per test."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "filter_plugins"))
+
+import switchyard
+
+
+@pytest.mark.parametrize(
+    ("name", "manifest"),
+    [
+        ("qwen3", "models/manifests/registry.ollama.ai/library/qwen3/latest"),
+        ("qwen3:8b", "models/manifests/registry.ollama.ai/library/qwen3/8b"),
+        ("me/model:q4", "models/manifests/registry.ollama.ai/me/model/q4"),
+        ("hf.co/org/repo:Q4_K_M", "models/manifests/hf.co/org/repo/Q4_K_M"),
+        ("host:5000/ns/model", "models/manifests/host:5000/ns/model/latest"),
+    ],
+)
+def test_ollama_manifest_follows_ollamas_name_rules(name, manifest):
+    assert switchyard.ollama_manifest(name) == manifest
+
+
+def test_hf_snapshots_of_a_repo_and_of_a_path():
+    assert switchyard.hf_snapshots("BAAI/bge-m3", "/var/hf/") == "/var/hf/hub/models--BAAI--bge-m3/snapshots"
+    assert switchyard.hf_snapshots("/srv/models/bge", "/var/hf") == "/srv/models/bge"
+
+
+@pytest.mark.parametrize(
+    ("address", "host"),
+    [
+        ("0.0.0.0", "127.0.0.1"),
+        ("", "127.0.0.1"),
+        ("::", "[::1]"),
+        ("::1", "[::1]"),
+        ("10.1.2.3", "10.1.2.3"),
+        ("fd00::1", "[fd00::1]"),
+        ("gpu-01.lan", "gpu-01.lan"),
+    ],
+)
+def test_probe_host_reaches_the_address_from_the_host(address, host):
+    assert switchyard.probe_host(address) == host
+
+
+@pytest.mark.parametrize(
+    ("address", "loopback"),
+    [("127.0.0.1", True), ("::1", True), ("localhost", True), ("0.0.0.0", False), ("::", False), ("192.0.2.1", False)],
+)
+def test_is_loopback(address, loopback):
+    assert switchyard.is_loopback(address) is loopback
+
+
+def systemd_split(line: str) -> list[str]:
+    """How systemd reads back an Exec= line (for the quoting this filter produces)."""
+    return shlex.split(line.replace("\\\n", " ").replace("%%", "%").replace("$$", "$"))
+
+
+def test_systemd_argv_keeps_each_option_with_its_value_on_one_line():
+    rendered = switchyard.systemd_argv(["--model", "/m.gguf", "--jinja", "--port", 8000])
+    assert rendered.splitlines() == [" \\", "    --model /m.gguf \\", "    --jinja \\", "    --port 8000"]
+
+
+@pytest.mark.parametrize("word", ["a b", "100%", "$HOME", "it's", 'say "hi"', "back\\slash"])
+def test_systemd_argv_round_trips_words_systemd_would_split_or_expand(word):
+    rendered = switchyard.systemd_argv(["--x", word])
+    assert "%" not in rendered.replace("%%", "") and "$" not in rendered.replace("$$", "")
+    assert systemd_split(rendered) == ["--x", word]
+
+
+def test_control_characters_are_found_in_nested_values():
+    settings = {"ok": "fine", "line": "a\nb", "args": ["--x", "y\rz"], "env": {"K": "v\x00"}, "n": 8000}
+    assert switchyard.with_control_characters(settings) == ["args", "env", "line"]
+
+
+@pytest.mark.parametrize(
+    ("facts", "distro"),
+    [
+        ({"distribution": "Ubuntu", "distribution_version": "24.04", "distribution_major_version": "24"}, "ubuntu2404"),
+        ({"distribution": "Debian", "distribution_version": "12.7", "distribution_major_version": "12"}, "debian12"),
+    ],
+)
+def test_nvidia_cuda_distro(facts, distro):
+    assert switchyard.nvidia_cuda_distro(facts) == distro
