@@ -17,8 +17,10 @@ def test_gateway_runs_as_its_own_user(host):
     assert user == "switchyard-gateway"
 
 
-def test_gateway_listens_on_all_addresses(host):
-    assert host.socket("tcp://0.0.0.0:8080").is_listening
+def test_the_sandbox_gateway_listens_on_loopback_only(host):
+    """Its key is committed: the demo must not open :8080 on the user's network."""
+    assert host.socket("tcp://127.0.0.1:8080").is_listening
+    assert not host.socket("tcp://0.0.0.0:8080").is_listening
 
 
 def test_keys_file_is_readable_by_root_and_the_service_only(host):
