@@ -69,4 +69,3 @@ def test_the_servers_own_log_and_the_readiness_probe_reach_the_journal(host):
     # Written by llama-server itself, not by systemd or podman about it.
     assert any(line.endswith("llama_server: listening on http://127.0.0.1:8000") for line in journal)
     assert "chat service serving tiny-llama" in " ".join(journal)
-
