@@ -71,28 +71,23 @@ def test_chat_backend_serves_the_model_name():
     assert [model["id"] for model in models] == [CHAT_MODEL]
 
 
-@pytest.mark.parametrize("thinking", [True, False])
-def test_the_thinking_switch_moves_the_reply_between_reasoning_and_content(thinking):
-    """Qwen3's template with enable_thinking opens a <think> block that the tiny random model
-    never closes: the qwen3 reasoning parser puts all of it in `reasoning`. Turned off, the
-    template closes the block itself and the text is the answer, in `content`."""
-    body = {
-        "model": CHAT_MODEL,
-        "messages": [{"role": "user", "content": "Capital of France?"}],
-        "max_tokens": 16,
-        "chat_template_kwargs": {"enable_thinking": thinking},
-    }
-    response = httpx.post(url(8000, "/v1/chat/completions"), json=body, timeout=120)
+def prompt_tokens(base: str, extra: dict, headers: dict | None = None) -> int:
+    body = {"model": CHAT_MODEL, "messages": [{"role": "user", "content": "Capital of France?"}], "max_tokens": 4}
+    response = httpx.post(base + "/v1/chat/completions", json=body | extra, headers=headers, timeout=120)
     assert response.status_code == 200, response.text
-    reply = response.json()
-    assert reply["model"] == CHAT_MODEL
-    assert reply["usage"]["completion_tokens"] > 0
-    message = reply["choices"][0]["message"]
-    reasoning = message.get("reasoning") or message.get("reasoning_content")
-    if thinking:
-        assert reasoning and not message.get("content"), message
-    else:
-        assert message.get("content") and not reasoning, message
+    return response.json()["usage"]["prompt_tokens"]
+
+
+def test_the_thinking_switch_reaches_qwen3s_template_directly_and_through_the_gateway():
+    """With enable_thinking false, Qwen3's template closes an empty <think> block in the
+    prompt itself (the tiny random model never writes one): the prompt grows by its tokens.
+    Through the gateway, its one switch ("enable_thinking": false) must do the same."""
+    on = prompt_tokens(url(8000, ""), {"chat_template_kwargs": {"enable_thinking": True}})
+    off = prompt_tokens(url(8000, ""), {"chat_template_kwargs": {"enable_thinking": False}})
+    assert off > on
+    headers = {"Authorization": f"Bearer {GATEWAY_KEY}"}
+    assert prompt_tokens(GATEWAY_URL, {}, headers) == on
+    assert prompt_tokens(GATEWAY_URL, {"enable_thinking": False}, headers) == off
 
 
 def test_vllm_serves_the_downloaded_revision_offline(host):
