@@ -27,6 +27,12 @@ def test_ollama_manifest_follows_ollamas_name_rules(name, manifest):
     assert switchyard.ollama_manifest(name) == manifest
 
 
+def test_hf_cache_name_is_the_hubs_directory_name():
+    assert switchyard.hf_cache_name("sentence-transformers/all-MiniLM-L6-v2") == (
+        "models--sentence-transformers--all-MiniLM-L6-v2"
+    )
+
+
 def test_hf_snapshots_of_a_repo_and_of_a_path():
     assert switchyard.hf_snapshots("BAAI/bge-m3", "/var/hf/") == "/var/hf/hub/models--BAAI--bge-m3/snapshots"
     assert switchyard.hf_snapshots("/srv/models/bge", "/var/hf") == "/srv/models/bge"
