@@ -66,15 +66,6 @@ def is_ip_address(address: Any) -> bool:
     return True
 
 
-def is_loopback(address: str) -> bool:
-    if address == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
-
-
 def _systemd_word(item: Any) -> str:
     word = str(item)
     # shlex.quote ends a single-quoted word at a ' and reopens it, which systemd does not
@@ -134,7 +125,6 @@ class FilterModule:
             "hf_snapshots": hf_snapshots,
             "probe_host": probe_host,
             "is_ip_address": is_ip_address,
-            "is_loopback": is_loopback,
             "systemd_argv": systemd_argv,
             "with_control_characters": with_control_characters,
             "nvidia_cuda_distro": nvidia_cuda_distro,
