@@ -66,6 +66,14 @@ def is_ip_address(address: Any) -> bool:
     return True
 
 
+def is_loopback(address: Any) -> bool:
+    """Whether only this host can reach an address (127.0.0.0/8, ::1); not an address: False."""
+    try:
+        return ipaddress.ip_address(str(address)).is_loopback
+    except ValueError:
+        return False
+
+
 def _systemd_word(item: Any) -> str:
     word = str(item)
     # shlex.quote ends a single-quoted word at a ' and reopens it, which systemd does not
@@ -125,6 +133,7 @@ class FilterModule:
             "hf_snapshots": hf_snapshots,
             "probe_host": probe_host,
             "is_ip_address": is_ip_address,
+            "is_loopback": is_loopback,
             "systemd_argv": systemd_argv,
             "with_control_characters": with_control_characters,
             "nvidia_cuda_distro": nvidia_cuda_distro,

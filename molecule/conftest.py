@@ -85,8 +85,43 @@ def gateway() -> Iterator[httpx.Client]:
         yield client
 
 
+def engine(host) -> str:
+    """The sandbox host's container engine: docker where the docker scenario installed it."""
+    return "docker" if host.exists("docker") else "podman"
+
+
 def backend_containers(host) -> dict[str, str]:
     """Running backend containers on the sandbox host: name -> container id."""
-    listing = host.check_output("podman ps --format '{{.Names}} {{.ID}}'")
+    listing = host.check_output(f"{engine(host)} ps --format '{{{{.Names}}}} {{{{.ID}}}}'")
     pairs = (line.split() for line in listing.splitlines() if line.strip())
     return {name: cid for name, cid in pairs if name in BACKEND_CONTAINERS}
+
+
+def served_models(http) -> list[str]:
+    return [model["id"] for model in http.get("/v1/models").json()["data"]]
+
+
+def assert_gateway_routes_to(gateway, backend: str) -> None:
+    """Clients of the gateway keep one model name, whichever backend answers."""
+    assert gateway.get("/config").json()["backend"] == backend
+    assert served_models(gateway) == ["tiny-llama"]
+    reply = gateway.post(
+        "/v1/chat/completions", json={"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}]}
+    )
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["model"] == "tiny-llama"
+
+
+def assert_serving(host, http, backend: str, model: str, container_id: str | None = None) -> None:
+    """Exactly this backend's container runs, lists the model and answers a chat."""
+    containers = backend_containers(host)
+    assert list(containers) == [f"llm-{backend}"]
+    if container_id is not None:
+        assert containers[f"llm-{backend}"] == container_id, "the running backend was restarted"
+    assert model in served_models(http)
+    reply = http.post("/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
+    assert reply.status_code == 200, reply.text
+
+
+def assert_llamacpp_serving(host, http, container_id: str | None = None) -> None:
+    assert_serving(host, http, "llamacpp", "tiny-llama", container_id)

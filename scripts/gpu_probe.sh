@@ -4,9 +4,10 @@
 # fail, and keep its output. It prints
 #   - the distribution and kernel, and the NVIDIA devices on the PCI bus (what roles/gpu
 #     detects: vendor 0x10de);
-#   - the conformance of the driver stack: the loaded kernel module's version against the
-#     NVML library's (the "Driver/library version mismatch" after an upgrade without a
-#     reboot), the CDI spec (present, and newer than the module), /dev/nvidia-uvm;
+#   - the conformance of the driver stack, as the nvidia role checks it (the same script):
+#     the driver reachable and matching its NVML libraries (the "Driver/library version
+#     mismatch" after an upgrade without a reboot), the CDI spec in effect made for the
+#     running driver, /dev/nvidia-uvm;
 #   - nvidia-smi -L and the GPUs' name, driver and memory;
 #   - with ansible-playbook at hand, the gpu role's own decision in check mode (gpu_use),
 #     and the driver branch and source the nvidia role would use.
@@ -30,26 +31,13 @@ for device in /sys/bus/pci/devices/*; do
 done
 [ "$found" -gt 0 ] || problem "no NVIDIA device on the PCI bus: gpu_enabled: auto would run everything on the CPU"
 
-section "driver stack"
+section "driver stack: the nvidia role's conformance check (roles/nvidia/files/switchyard-gpu-check)"
 module=$(sed -n 's/.*Kernel Module\( for [a-z_0-9]*\)\? *\([0-9][0-9.]*\).*/\2/p' /proc/driver/nvidia/version 2>/dev/null | head -n 1)
 echo "kernel module: ${module:-not loaded}"
-[ -n "$module" ] || problem "the nvidia kernel module is not loaded (driver not installed, or a reboot is pending)"
-nvml=$(ldconfig -p 2>/dev/null | sed -n 's/.*libnvidia-ml\.so\.1 .*=> //p' | head -n 1)
-nvml_version=$( [ -n "$nvml" ] && readlink -f "$nvml" | sed -n 's/.*libnvidia-ml\.so\.\([0-9][0-9.]*\)$/\1/p')
-echo "NVML library: ${nvml:-absent} (version ${nvml_version:-unknown})"
-if [ -n "$module" ] && [ -n "$nvml_version" ] && [ "$module" != "$nvml_version" ]; then
-  problem "driver/library version mismatch: module $module, NVML $nvml_version: reboot the host to load the new module"
-fi
-for spec in /etc/cdi/nvidia.yaml /var/run/cdi/nvidia*.yaml; do
-  [ -f "$spec" ] || continue
-  echo "CDI spec: $spec ($(stat -c %y "$spec"))"
-  module_file=$(modinfo -F filename nvidia 2>/dev/null || true)
-  if [ -n "$module_file" ] && [ -f "$module_file" ] && [ "$spec" -ot "$module_file" ]; then
-    problem "$spec is older than the driver's module $module_file: regenerate it (nvidia-ctk cdi generate)"
-  fi
-done
-ls /etc/cdi/nvidia.yaml /var/run/cdi/nvidia*.yaml >/dev/null 2>&1 || echo "CDI spec: none (Podman needs one: nvidia-ctk cdi generate)"
-if [ -e /dev/nvidia-uvm ]; then echo "/dev/nvidia-uvm: present"; else problem "/dev/nvidia-uvm is missing: CUDA programs cannot run (nvidia-modprobe -u -c=0)"; fi
+engine=podman
+command -v podman >/dev/null || ! command -v docker >/dev/null || engine=docker
+python3 "$root/roles/nvidia/files/switchyard-gpu-check" --engine="$engine" \
+  || problem "the GPU stack does not conform (the problems and their fixes are above)"
 for tool in nvidia-ctk nvidia-container-cli; do
   command -v "$tool" >/dev/null && echo "$tool: $("$tool" --version 2>&1 | head -n 1)"
 done

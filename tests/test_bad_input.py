@@ -56,6 +56,10 @@ CASES = [
     ("gateway_api_key=short", "Gateway API key number 1 "),
     ('{"gateway_api_keys": ["#' + "k" * 20 + '"]}', "Gateway API key number 2 "),
     ('{"gateway_api_key": "", "gateway_api_keys": []}', "auth on but no API key"),
+    ('{"llm_ollama_image": "ollama latest"}', "llm_ollama_image is 'ollama latest', which is not an image reference"),
+    ("llm_vllm_image=vllm@sha256:abc", "llm_vllm_image is 'vllm@sha256:abc', which is not"),
+    ('{"gateway_auth": false}', "gateway_auth is false and gateway_bind_address is 0.0.0.0: anyone"),
+    ('{"gateway_auth": false, "gateway_bind_address": "::"}', "gateway_bind_address is ::: anyone"),
 ]
 
 
@@ -121,7 +125,23 @@ def test_good_settings_pass_the_check(tmp_path):
         "llm_bind_address=::1",
         "llm_backend_port=9000",
         "llm_backend=llamacpp",
+        "llm_ollama_image=docker.io/ollama/ollama:0.13.0@sha256:" + "0a" * 32,
+        "llm_llamacpp_cpu_image=localhost:5000/llama.cpp@sha256:" + "1b" * 32,
         playbook="playbooks/check.yml",
     )
+    failed = [result for _play, _task, result in tasks_that_ran(report) if result.get("failed")]
+    assert (returncode, failed) == (0, [])
+
+
+@pytest.mark.parametrize(
+    "extra_vars",
+    [
+        '{"gateway_auth": false, "gateway_bind_address": "127.0.0.1"}',
+        '{"gateway_auth": false, "gateway_allow_unauthenticated_network": true}',
+    ],
+    ids=["loopback", "opted-in"],
+)
+def test_a_keyless_gateway_passes_on_loopback_or_when_opted_in(tmp_path, extra_vars):
+    returncode, report = run_site(tmp_path, extra_vars, playbook="playbooks/check.yml")
     failed = [result for _play, _task, result in tasks_that_ran(report) if result.get("failed")]
     assert (returncode, failed) == (0, [])

@@ -54,6 +54,15 @@ def test_probe_host_reaches_the_address_from_the_host(address, host):
     assert switchyard.probe_host(address) == host
 
 
+@pytest.mark.parametrize(
+    ("address", "loopback"),
+    [("127.0.0.1", True), ("127.0.0.53", True), ("::1", True), ("0.0.0.0", False), ("::", False),
+     ("192.0.2.1", False), ("localhost", False)],
+)  # fmt: skip
+def test_is_loopback(address, loopback):
+    assert switchyard.is_loopback(address) is loopback
+
+
 def systemd_split(line: str) -> list[str]:
     """How systemd reads back an Exec= line (for the quoting this filter produces)."""
     return shlex.split(line.replace("\\\n", " ").replace("%%", "%").replace("$$", "$"))

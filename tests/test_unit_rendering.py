@@ -93,6 +93,8 @@ def test_docker_units_remove_any_stale_backend_container_first(units, name):
     text = (units / f"{name}-docker-gpu.service").read_text()
     assert "ExecStartPre=-/usr/bin/docker rm --force llm-vllm llm-ollama llm-llamacpp" in text
     assert exec_start(units / f"{name}-docker-gpu.service")[:3] == ["/usr/bin/docker", "run", "--rm"]
+    assert "--pull=never" in exec_start(units / f"{name}-docker-gpu.service"), "a unit never waits on a download"
+    assert f"ExecStopPost=-/usr/bin/docker rm --force llm-{name}" in text, "a container left by a crash goes"
 
 
 @pytest.mark.parametrize(("name", "engine", "gpu"), list(variants()))
@@ -120,6 +122,19 @@ def test_gpu_units_wait_for_the_gpu_at_boot(units, name, engine):
     after = "After=nvidia-persistenced.service nvidia-cdi-refresh.service"
     assert after in (units / f"{name}-{engine}-gpu.service").read_text().splitlines()
     assert after not in (units / f"{name}-{engine}-cpu.service").read_text().splitlines()
+
+
+@pytest.mark.parametrize(("name", "engine", "gpu"), list(variants()))
+def test_every_container_is_confined_and_reads_its_models_read_only(units, name, engine, gpu):
+    argv = exec_start(units / f"{name}-{engine}-{gpu}.service")
+    assert "--cap-drop=all" in argv and not any(arg.startswith("--cap-add") for arg in argv)
+    assert "--security-opt=no-new-privileges" in argv
+    assert "--pids-limit=4096" in argv
+    assert "--privileged" not in argv
+    volumes = [argv[index + 1] for index, arg in enumerate(argv) if arg == "--volume"]
+    # Ollama manages its own store: pull_model_ollama.sh pulls through the running server.
+    writable = ["/var/lib/switchyard/ollama:/root/.ollama"] if name == "ollama" else []
+    assert volumes and [volume for volume in volumes if not volume.endswith(":ro")] == writable, volumes
 
 
 @pytest.mark.parametrize("name", ["vllm", "embedding", "reranker"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -133,14 +134,65 @@ def test_x_api_key_is_accepted(gateway: Gateway):
     assert response.status_code == 200
 
 
-def test_health_is_open_by_default(gateway: Gateway):
+STATUS_PATHS = ("/health/deep", "/metrics", "/config")
+
+
+def test_only_health_answers_without_a_key(gateway: Gateway, headers: dict):
+    """/health tells only that the gateway is up; what the others show (upstreams, models,
+    traffic) is for key holders."""
     assert httpx.get(gateway.url + "/health").json() == {"status": "ok"}
+    for path in STATUS_PATHS:
+        assert httpx.get(gateway.url + path).status_code == 401, path
+        assert httpx.get(gateway.url + path, headers=headers).status_code == 200, path
 
 
-def test_health_can_require_a_key(start_gateway: Callable[..., Gateway], llama_server: LlamaServer, headers: dict):
-    gateway = start_gateway(llama_server.url, health_requires_key="true")
-    assert httpx.get(gateway.url + "/health/deep").status_code == 401
-    assert httpx.get(gateway.url + "/health/deep", headers=headers).status_code == 200
+def test_the_status_endpoints_can_be_opened(start_gateway: Callable[..., Gateway], llama_server: LlamaServer):
+    """gateway_status_requires_key: false, e.g. for a Prometheus scraper; the API stays keyed."""
+    gateway = start_gateway(llama_server.url, status_requires_key="false")
+    for path in STATUS_PATHS:
+        assert httpx.get(gateway.url + path).status_code == 200, path
+    assert httpx.get(gateway.url + "/v1/models").status_code == 401
+
+
+def test_sighup_rotates_the_keys_without_a_restart(
+    start_gateway: Callable[..., Gateway], llama_server: LlamaServer, tmp_path
+):
+    keys = tmp_path / "api-keys"
+    keys.write_text("sk-rotation-old-key-0001\n")
+    gateway = start_gateway(llama_server.url, api_keys_file=str(keys))
+
+    def status(key: str) -> int:
+        return httpx.get(gateway.url + "/v1/models", headers={"x-api-key": key}).status_code
+
+    def reload_and_wait(expected: str) -> None:
+        before = gateway.log.read_text().count(expected)
+        gateway.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while gateway.log.read_text().count(expected) == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gateway.log.read_text().count(expected) == before + 1
+
+    assert status("sk-rotation-old-key-0001") == 200
+    keys.write_text("sk-rotation-new-key-0002\n")
+    reload_and_wait("settings reloaded")
+    assert (status("sk-rotation-old-key-0001"), status("sk-rotation-new-key-0002")) == (401, 200)
+    assert gateway.process.poll() is None, "the same process serves"
+
+    keys.write_text("# every key commented out by mistake\n")
+    reload_and_wait("settings not reloaded")
+    assert status("sk-rotation-new-key-0002") == 200, "a file with no key keeps the keys in use"
+
+
+def test_the_access_log_escapes_control_characters(gateway: Gateway):
+    """An encoded newline in the path (no key needed to send one) cannot forge a log line."""
+    response = httpx.get(gateway.url + "/v1/x%0AINFO switchyard_gateway.access: GET /v1/models 200%0D")
+    escaped = "GET /v1/x\\nINFO switchyard_gateway.access: GET /v1/models 200\\r 404"
+    deadline = time.monotonic() + 5  # the line is written once the response has gone
+    while escaped not in gateway.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log = gateway.log.read_text().splitlines()
+    assert any(escaped in line and response.headers["x-request-id"] in line for line in log)
+    assert not any(line.startswith("INFO switchyard_gateway.access: GET /v1/models 200\r") for line in log)
 
 
 def test_config_reports_the_setup_and_no_secret(gateway: Gateway, headers: dict, llama_server: LlamaServer):
@@ -150,7 +202,7 @@ def test_config_reports_the_setup_and_no_secret(gateway: Gateway, headers: dict,
     assert config["models"]["chat"] == PUBLIC_MODEL and config["models"]["backend_name"] == UPSTREAM_MODEL
     assert config["upstreams"]["backend"] == llama_server.url
     assert config["versions"]["backend"].startswith("b")  # llama-server's build, from /props
-    assert config["auth"] == {"enabled": True, "keys": 2, "health_requires_key": False}
+    assert config["auth"] == {"enabled": True, "keys": 2, "status_requires_key": True}
     assert not any(key in response.text for key in KEYS)
 
 
@@ -193,19 +245,20 @@ def test_a_body_over_the_limit_is_413(start_gateway: Callable[..., Gateway], lla
 
 
 def test_backend_down_is_503_with_retry_after(start_gateway: Callable[..., Gateway]):
-    gateway = start_gateway(f"http://127.0.0.1:{free_port()}", retry_after="7")
+    # A backend that stays down: the wait for it (switch_hold_s) ends in 503.
+    gateway = start_gateway(f"http://127.0.0.1:{free_port()}", retry_after="7", switch_hold_s="1")
     client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=KEYS[0], max_retries=0)
     with pytest.raises(openai.InternalServerError) as raised:
         client.chat.completions.create(model=PUBLIC_MODEL, messages=MESSAGES, max_tokens=4)
     assert raised.value.status_code == 503
     assert raised.value.response.headers["retry-after"] == "7"
     assert raised.value.body["code"] == "backend_unavailable"
-    deep = httpx.get(gateway.url + "/health/deep")
+    deep = httpx.get(gateway.url + "/health/deep", headers={"x-api-key": KEYS[0]})
     assert deep.status_code == 503 and deep.json()["services"]["backend"]["status"] == "down"
 
 
-def test_deep_health_probes_every_upstream(gateway: Gateway):
-    deep = httpx.get(gateway.url + "/health/deep").json()
+def test_deep_health_probes_every_upstream(gateway: Gateway, headers: dict):
+    deep = httpx.get(gateway.url + "/health/deep", headers=headers).json()
     assert deep["status"] == "ok"
     assert {name: service["status"] for name, service in deep["services"].items()} == {
         "backend": "ok",
@@ -214,18 +267,47 @@ def test_deep_health_probes_every_upstream(gateway: Gateway):
     }
 
 
+def test_deep_health_reports_the_gpu_check(
+    start_gateway: Callable[..., Gateway], llama_server: LlamaServer, headers: dict, tmp_path
+):
+    """The host's GPU conformance check (roles/nvidia writes its status file every minute):
+    shown as `gpu`, and a failing or missing check makes the answer degraded."""
+    status_file = tmp_path / "gpu-status.json"
+    gateway = start_gateway(llama_server.url, gpu_status_file=str(status_file))
+
+    def deep() -> dict:
+        response = httpx.get(gateway.url + "/health/deep", headers=headers)
+        assert response.status_code == 200
+        return response.json()
+
+    missing = deep()
+    assert (missing["status"], missing["gpu"]["status"]) == ("degraded", "unknown")
+    assert "has not run yet" in missing["gpu"]["error"]
+    ok = {"status": "ok", "checked_at": "2026-11-28T06:00:00Z", "driver_version": "580.95.05", "problems": []}
+    status_file.write_text(json.dumps(ok | {"checks": {"driver": {"status": "ok"}}}))
+    assert deep()["status"] == "ok" and deep()["gpu"] == ok
+    mismatch = "driver: Driver/library version mismatch: ...; fix: reboot the host to load the installed driver"
+    status_file.write_text(json.dumps(ok | {"status": "failing", "driver_version": None, "problems": [mismatch]}))
+    failing = deep()
+    assert failing["status"] == "degraded" and failing["gpu"]["problems"] == [mismatch]
+
+
+def test_deep_health_has_no_gpu_section_without_a_gpu(gateway: Gateway, headers: dict):
+    assert "gpu" not in httpx.get(gateway.url + "/health/deep", headers=headers).json()
+
+
 def test_deep_health_sees_an_upstream_that_serves_another_model(
-    start_gateway: Callable[..., Gateway], llama_server: LlamaServer, embedding_server: LlamaServer
+    start_gateway: Callable[..., Gateway], llama_server: LlamaServer, embedding_server: LlamaServer, headers: dict
 ):
     """A server that answers but does not serve the configured model is not healthy: after a
     switch that went wrong, /health alone would say 200."""
     gateway = start_gateway(llama_server.url, embedding_url=embedding_server.url, embedding_model="bge-m3")
-    deep = httpx.get(gateway.url + "/health/deep")
+    deep = httpx.get(gateway.url + "/health/deep", headers=headers)
     assert deep.status_code == 200 and deep.json()["status"] == "degraded"
     embedding = deep.json()["services"]["embedding"]
     assert embedding["status"] == "unhealthy" and "'bge-m3'" in embedding["error"]
     gateway = start_gateway(llama_server.url, backend_model="qwen3-8b")
-    deep = httpx.get(gateway.url + "/health/deep")
+    deep = httpx.get(gateway.url + "/health/deep", headers=headers)
     assert deep.status_code == 503 and deep.json()["services"]["backend"]["status"] == "unhealthy"
 
 
@@ -268,9 +350,9 @@ def test_a_broken_upstream_stream_ends_with_an_error_event(
     assert json.loads(events[-1])["error"]["code"] == "backend_error"
 
 
-def test_metrics_count_requests_and_tokens(gateway: Gateway, client: openai.OpenAI):
+def test_metrics_count_requests_and_tokens(gateway: Gateway, client: openai.OpenAI, headers: dict):
     client.chat.completions.create(model=PUBLIC_MODEL, messages=MESSAGES, max_tokens=5)
-    metrics = httpx.get(gateway.url + "/metrics").text
+    metrics = httpx.get(gateway.url + "/metrics", headers=headers).text
     assert 'switchyard_gateway_requests_total{route="/v1/chat/completions",status="200"}' in metrics
     assert 'switchyard_gateway_tokens_total{kind="completion"}' in metrics
     assert "switchyard_gateway_request_duration_seconds_bucket" in metrics

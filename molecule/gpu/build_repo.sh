@@ -12,29 +12,45 @@ if [ -f "$out/repo/InRelease" ] && [ "$out/repo/InRelease" -nt "$here/build_repo
 fi
 rm -rf "$out" && mkdir -p "$out/repo" "$out/build"
 
-package() {  # name version [file:destination ...]
-  local name=$1 version=$2 root="$out/build/$1"
-  shift 2
+package() {  # name version depends [file:destination ...]
+  local name=$1 version=$2 depends=$3 root="$out/build/$1-$2"
+  shift 3
   mkdir -p "$root/DEBIAN"
   for spec in "$@"; do
     install -D -m 0755 "${spec%%:*}" "$root/${spec#*:}"
+    # The doubles answer with the driver version of the package that ships them.
+    sed -i "s/@DRIVER_VERSION@/${version%%-*}/g" "$root/${spec#*:}"
   done
   cat >"$root/DEBIAN/control" <<CONTROL
 Package: $name
 Version: $version
 Architecture: amd64
 Maintainer: Switchyard tests <tests@switchyard.invalid>
-Description: test double standing in for NVIDIA's $name
+${depends:+Depends: $depends
+}Description: test double standing in for NVIDIA's $name
 CONTROL
-  dpkg-deb --root-owner-group --build "$root" "$out/repo/${name}_${version}_amd64.deb" >/dev/null
+  dpkg-deb --root-owner-group --build "$root" "${dest:-$out/repo}/${name}_${version}_amd64.deb" >/dev/null
 }
 
-package nvidia-driver-580-open 580.95.05-1 "$here/files/nvidia-smi:usr/bin/nvidia-smi"
-package nvidia-utils-580-server 580.95.05-0ubuntu1 "$here/files/nvidia-smi:usr/bin/nvidia-smi"
-package nvidia-headless-no-dkms-580-server-open 580.95.05-0ubuntu1
-package linux-modules-nvidia-580-server-open-generic 580.95.05-0ubuntu1
-package cuda-toolkit-12-8 12.8.1-1
-package nvidia-container-toolkit 1.18.0-1 "$here/files/nvidia-ctk:usr/bin/nvidia-ctk"
+# The driver as NVIDIA's repository ships it: the meta package depends on its libraries at
+# the same version (the role holds both). A later release of the branch (580.105.08) is built
+# beside the repository, in upgrade/, for the tests' "unattended upgrade" that leaves the
+# loaded module behind.
+mkdir -p "$out/upgrade"
+for release in 580.95.05-1 580.105.08-1; do
+  driver=${release%%-*}
+  dest="$out/repo"
+  [ "$release" = 580.95.05-1 ] || dest="$out/upgrade"
+  : >"$out/build/libnvidia-ml.so.$driver"
+  package libnvidia-compute-580 "$release" "" "$out/build/libnvidia-ml.so.$driver:usr/lib/x86_64-linux-gnu/libnvidia-ml.so.$driver"
+  package nvidia-driver-580-open "$release" "libnvidia-compute-580 (= $release)" "$here/files/nvidia-smi:usr/bin/nvidia-smi"
+done
+dest="$out/repo"
+package nvidia-utils-580-server 580.95.05-0ubuntu1 "" "$here/files/nvidia-smi:usr/bin/nvidia-smi"
+package nvidia-headless-no-dkms-580-server-open 580.95.05-0ubuntu1 ""
+package linux-modules-nvidia-580-server-open-generic 580.95.05-0ubuntu1 ""
+package cuda-toolkit-12-8 12.8.1-1 ""
+package nvidia-container-toolkit 1.18.0-1 "" "$here/files/nvidia-ctk:usr/bin/nvidia-ctk"
 
 cd "$out/repo"
 dpkg-scanpackages --multiversion . /dev/null 2>/dev/null >Packages

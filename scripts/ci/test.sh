@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything CI runs, in order: lint, the unit-rendering tests, the gateway's tests, then the
-# Molecule scenario on a fresh sandbox host (converge, idempotence, testinfra checks and the
-# switch tests), and the GPU stack's scenario against a local stand-in for NVIDIA's repositories.
+# Molecule scenarios on fresh sandbox hosts (converge, idempotence, testinfra checks and the
+# switch tests, with Podman and with Docker; vLLM), and the GPU stack's scenario against a local stand-in for NVIDIA's repositories.
 # Run it as `make test`, which first builds the offline sandbox artifacts.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -26,6 +26,9 @@ pytest -p no:cacheprovider gateway/tests/
 
 step "molecule default: the sandbox host, converged twice, verified, switched"
 molecule test --scenario-name default
+
+step "molecule docker: container_engine docker for real (dockerd in the sandbox host), switched, rolled back, restarted"
+molecule test --scenario-name docker
 
 step "molecule vllm: vLLM's backend, embedding and reranker for real, and a switch beside them"
 molecule test --scenario-name vllm

@@ -11,6 +11,12 @@
 #                           server; its SSH server too, on 127.0.0.1:2222
 #   --shm-size 2g           vLLM (run with --ipc host) needs more /dev/shm than podman's 64 MB;
 #                           a real host's /dev/shm is half its memory
+# With SWITCHYARD_SANDBOX_ENGINE=docker (a host for container_engine: docker), two more:
+#   --cgroupns=private      on this machine's hybrid cgroup v1 layout, every `docker run` in
+#                           the sandbox fails mounting /sys/fs/cgroup without it
+#   --volume ...docker      /var/lib/docker on a volume (this machine's own file system), so
+#                           dockerd's default overlay2 driver works nested; on the container's
+#                           overlay root only vfs would, which copies every layer in full
 set -euo pipefail
 
 name=${1:-${SWITCHYARD_SANDBOX:-switchyard-sandbox}}
@@ -30,10 +36,15 @@ for port in 8000 8001 8002 8080 "$ssh_port"; do
   fi
 done
 
+engine_flags=()
+if [ "${SWITCHYARD_SANDBOX_ENGINE:-podman}" = docker ]; then
+  engine_flags=(--cgroupns=private --volume "$name-docker:/var/lib/docker")
+fi
+
 podman --runtime runc run --detach --name "$name" --hostname "$name" \
   --privileged --systemd=always --network host --shm-size 2g \
   --ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit nproc=4096:4096 \
-  --volume "$name-containers:/var/lib/containers" \
+  --volume "$name-containers:/var/lib/containers" "${engine_flags[@]}" \
   "$image" /sbin/init >/dev/null
 
 if [ ! -f "$key" ]; then

@@ -18,7 +18,7 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
 class AccessLog:
-    """Logs method, path, status, duration, request id and public model name: never a body,
+    """Logs method, path (escaped), status, duration, request id and public model name: never a body,
     a query string or a header value other than the request id."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics, routes: frozenset[str]) -> None:
@@ -52,12 +52,18 @@ class AccessLog:
             logger.info(
                 "%s %s %d %.1fms id=%s model=%s",
                 scope["method"],
-                path,
+                _printable(path),
                 status,
                 seconds * 1000,
                 request_id,
                 state.get("model", "-"),
             )
+
+
+def _printable(text: str) -> str:
+    """The path as the client sent it, decoded, with control characters escaped: an encoded
+    %0A must not end the line and start a forged one."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 def _client_request_id(scope: Scope) -> str | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,8 +14,10 @@ from starlette.exceptions import HTTPException
 from . import __version__, proxy, status
 from .access import AccessLog
 from .errors import GatewayError, on_gateway_error, on_http_exception, on_unexpected_error
+from .hold import SwitchState
 from .metrics import Metrics
 from .models import ModelCatalog
+from .reload import reload_settings
 from .settings import Settings
 from .upstream import create_client
 
@@ -21,9 +25,14 @@ from .upstream import create_client
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with create_client(settings) as client:
-            app.state.client = client
-            yield
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, reload_settings, app)
+        try:
+            async with create_client(settings) as client:
+                app.state.client = client
+                yield
+        finally:
+            loop.remove_signal_handler(signal.SIGHUP)
 
     app = FastAPI(
         title="Switchyard gateway",
@@ -36,8 +45,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.catalog = ModelCatalog(settings)
     app.state.metrics = Metrics()
+    app.state.switch = SwitchState()
     app.state.started = int(time.time())
-    routers = (status.health_router, status.api_router, proxy.router)
+    routers = (status.health_router, status.status_router, status.api_router, proxy.router)
     for router in routers:
         app.include_router(router)
     app.add_exception_handler(GatewayError, on_gateway_error)

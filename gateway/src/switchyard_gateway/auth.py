@@ -42,6 +42,7 @@ async def require_key(request: Request) -> None:
         raise GatewayError(401, "Incorrect API key provided.", "invalid_api_key")
 
 
-async def require_key_for_health(request: Request) -> None:
-    if request.app.state.settings.health_requires_key:
+async def require_key_for_status(request: Request) -> None:
+    """For /health/deep, /metrics and /config: they show how the service is built."""
+    if request.app.state.settings.status_requires_key:
         await require_key(request)

@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import Any
 
+import anyio
+import httpx
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
-from . import reasoning
+from . import hold, reasoning
 from .auth import require_key
 from .errors import GatewayError, upstream_error_response
 from .metrics import Metrics
 from .models import ModelRoute
-from .upstream import UpstreamStreamingResponse, open_stream, raw_response, read_body, relay_events
+from .upstream import UpstreamStreamingResponse, error_event, open_stream, raw_response, read_body, relay_events
 
 router = APIRouter(dependencies=[Depends(require_key)])
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# How often a stream that waits for the backend says so (an SSE comment), well inside the
+# idle timeouts of clients and proxies (often 30-60 s).
+KEEPALIVE_S = 5.0
 
 
 async def read_json(request: Request) -> dict[str, Any]:
@@ -83,28 +90,140 @@ def _completion_edit(chat: bool) -> Callable[[dict[str, Any]], None]:
     return edit
 
 
-async def _generate(request: Request, path: str, chat: bool) -> Response:
+async def _open_once(
+    request: Request, path: str, body: dict[str, Any], chat: bool
+) -> tuple[httpx.Response, ModelRoute]:
+    """The backend's response to `body` (status and headers), under the settings in force now;
+    503 while a switch is in progress, or the backend refuses the connection or is not ready."""
     state = request.app.state
-    settings, metrics = state.settings, state.metrics
-    body = await read_json(request)
+    settings = state.settings
+    target = hold.switching_to(settings)
+    if target is not None:
+        raise GatewayError(
+            503,
+            f"The backend is switching to {target}; retry shortly.",
+            "backend_switching",
+            headers={"Retry-After": str(settings.retry_after)},
+        )
     route = state.catalog.chat(body.get("model"))
     request.state.model = route.public
-    body["model"] = route.upstream
+    attempt = {**body, "model": route.upstream}
     if chat:
-        reasoning.adapt_request(body, settings.thinking_switch)
-    payload = json.dumps(body, ensure_ascii=False).encode()
+        reasoning.adapt_request(attempt, settings.thinking_switch)
+    payload = json.dumps(attempt, ensure_ascii=False).encode()
     upstream = await open_stream(
-        state.client, "backend", settings.backend_url + path, payload, _upstream_headers(request), settings, metrics
+        state.client,
+        "backend",
+        settings.backend_url + path,
+        payload,
+        _upstream_headers(request),
+        settings,
+        state.metrics,
     )
+    if upstream.status_code == 503:
+        # Up but not serving yet (llama-server answers 503 while it loads the model).
+        content = await read_body(upstream, "backend", settings, state.metrics)
+        error = json.loads(upstream_error_response(503, content).body)["error"]
+        raise GatewayError(
+            503, str(error["message"]), "backend_unavailable", headers={"Retry-After": str(settings.retry_after)}
+        )
+    state.switch.forwarding += 1
+    return upstream, route
+
+
+def _closed(request: Request) -> Callable[[], None]:
+    def closed() -> None:
+        request.app.state.switch.forwarding -= 1
+
+    return closed
+
+
+async def _open_backend(
+    request: Request, path: str, body: dict[str, Any], chat: bool, until: float
+) -> tuple[httpx.Response, ModelRoute]:
+    """As _open_once, waiting out a switch or a refused connection until `until`."""
+    while True:
+        try:
+            return await _open_once(request, path, body, chat)
+        except GatewayError as error:
+            if error.status != 503 or time.monotonic() >= until:
+                raise
+        await asyncio.sleep(hold.POLL_S)
+
+
+async def _held_stream(
+    request: Request, path: str, body: dict[str, Any], chat: bool, until: float
+) -> AsyncIterator[bytes]:
+    """A stream that has to wait for the backend: the SSE response starts at once, with a
+    comment every KEEPALIVE_S so that the client and any proxy keep the connection, and the
+    events follow once the backend answers; past `until` it ends with the 503 as an event."""
+    state = request.app.state
+    keepalive_at = time.monotonic() + KEEPALIVE_S
+    while True:
+        try:
+            upstream, route = await _open_once(request, path, body, chat)
+            break
+        except GatewayError as error:
+            if error.status != 503 or time.monotonic() >= until:
+                yield error_event(error.status, error.message, error.code)
+                return
+        if time.monotonic() >= keepalive_at:
+            keepalive_at += KEEPALIVE_S
+            yield b": waiting for the backend\n\n"
+        await asyncio.sleep(hold.POLL_S)
+    try:
+        if upstream.status_code >= 400:
+            content = await read_body(upstream, "backend", state.settings, state.metrics)
+            error = json.loads(upstream_error_response(upstream.status_code, content).body)["error"]
+            yield error_event(upstream.status_code, error["message"], error["code"])
+            return
+        async for event in relay_events(
+            upstream, "backend", _stream_rewrite(route, chat, state.metrics), state.metrics
+        ):
+            yield event
+    finally:
+        with anyio.CancelScope(shield=True):
+            await upstream.aclose()
+        state.switch.forwarding -= 1
+
+
+def _stream_rewrite(route: ModelRoute, chat: bool, metrics: Metrics) -> Callable[[str], str]:
+    normalizer = reasoning.StreamNormalizer() if chat else None
+    return partial(_rewrite, route=route, edit=_stream_edit(normalizer), metrics=metrics)
+
+
+async def _generate(request: Request, path: str, chat: bool) -> Response:
+    state = request.app.state
+    body = await read_json(request)
+    state.catalog.chat(body.get("model"))  # an unknown model is refused at once, not after a wait
+    until = hold.deadline(state.settings)
+    if body.get("stream") is not True:
+        upstream, route = await _open_backend(request, path, body, chat, until)
+        try:
+            content = await read_body(upstream, "backend", state.settings, state.metrics)
+        finally:
+            state.switch.forwarding -= 1
+        if upstream.status_code >= 400:
+            return upstream_error_response(upstream.status_code, content)
+        return Response(_rewrite(content, route, _completion_edit(chat), state.metrics), media_type="application/json")
+    try:
+        upstream, route = await _open_once(request, path, body, chat)
+    except GatewayError as error:
+        if error.status != 503:
+            raise
+        held = _held_stream(request, path, body, chat, until)
+        return StreamingResponse(held, media_type="text/event-stream", headers=_SSE_HEADERS)
     if upstream.status_code >= 400:
-        return upstream_error_response(upstream.status_code, await read_body(upstream, "backend", settings, metrics))
-    if body.get("stream") is True:
-        normalizer = reasoning.StreamNormalizer() if chat else None
-        rewrite = partial(_rewrite, route=route, edit=_stream_edit(normalizer), metrics=metrics)
-        events = relay_events(upstream, "backend", rewrite, metrics)
-        return UpstreamStreamingResponse(upstream, events, media_type="text/event-stream", headers=_SSE_HEADERS)
-    content = await read_body(upstream, "backend", settings, metrics)
-    return Response(_rewrite(content, route, _completion_edit(chat), metrics), media_type="application/json")
+        try:
+            return upstream_error_response(
+                upstream.status_code, await read_body(upstream, "backend", state.settings, state.metrics)
+            )
+        finally:
+            state.switch.forwarding -= 1
+    events = relay_events(upstream, "backend", _stream_rewrite(route, chat, state.metrics), state.metrics)
+    return UpstreamStreamingResponse(
+        upstream, events, on_close=_closed(request), media_type="text/event-stream", headers=_SSE_HEADERS
+    )
 
 
 @router.post("/v1/chat/completions")

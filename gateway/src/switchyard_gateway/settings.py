@@ -37,15 +37,27 @@ class Settings:
     embedding_model: str = ""
     reranker_url: str = "http://127.0.0.1:8002"
     reranker_model: str = ""
+    # The GPU conformance check's status file (roles/nvidia), shown in /health/deep; "" on
+    # hosts without a GPU.
+    gpu_status_file: str = ""
     auth: bool = True
     api_keys: tuple[str, ...] = field(default=(), repr=False)
-    health_requires_key: bool = False
+    api_keys_file: str = ""
+    # Whether /health/deep, /metrics and /config need a key (/health never does).
+    status_requires_key: bool = True
     max_body_bytes: int = 10 * 1024 * 1024
     connect_timeout: float = 5.0
     read_timeout: float = 600.0
     health_timeout: float = 2.0
     retry_after: int = 5
     max_connections: int = 512
+    # The settings a switch changes (backend, model names, upstreams) come from this env
+    # file too; SIGHUP reads it again, with the key file, instead of a restart (reload.py).
+    reload_file: str = ""
+    # While this file exists, generation requests wait up to switch_hold_s instead of
+    # failing: the llm role leaves it for the time of a backend restart (hold.py).
+    switch_mark: str = ""
+    switch_hold_s: float = 180.0
     host: str = "127.0.0.1"
     port: int = 8080
     log_level: str = "info"
@@ -83,6 +95,28 @@ def read_api_keys(path: Path) -> tuple[str, ...]:
     return tuple(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
 
 
+def read_env_file(path: Path) -> dict[str, str]:
+    """NAME=value lines, as systemd's EnvironmentFile= reads the ones roles/gateway writes
+    (no quoting: the check play refuses control characters in every setting)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise SettingsError(f"cannot read the settings file {path}: {error.strerror}") from None
+    pairs = (line.split("=", 1) for line in lines if "=" in line and not line.lstrip().startswith("#"))
+    return {name.strip(): value for name, value in pairs}
+
+
+def load_api_keys(path: Path) -> tuple[str, ...]:
+    """The keys of the file, which must hold at least one (auth on)."""
+    keys = read_api_keys(path)
+    if not keys:
+        raise SettingsError(
+            f"auth is on but {path} holds no key: add one key per line "
+            f"(gateway_api_keys in the inventory), or set {PREFIX}AUTH=false"
+        )
+    return keys
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from the environment; raises SettingsError naming the variable to fix."""
     env = os.environ if env is None else env
@@ -102,19 +136,14 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     if not model:
         raise SettingsError(f"{PREFIX}MODEL is empty: set the public model name clients use")
     auth = _bool("AUTH", get("AUTH", "true"))
+    keys_file = get("API_KEYS_FILE")
     api_keys: tuple[str, ...] = ()
     if auth:
-        if not get("API_KEYS_FILE"):
+        if not keys_file:
             raise SettingsError(
                 f"auth is on but no API key file is configured: set {PREFIX}API_KEYS_FILE, or {PREFIX}AUTH=false"
             )
-        keys_file = Path(get("API_KEYS_FILE"))
-        api_keys = read_api_keys(keys_file)
-        if not api_keys:
-            raise SettingsError(
-                f"auth is on but {keys_file} holds no key: add one key per line "
-                f"(gateway_api_keys in the inventory), or set {PREFIX}AUTH=false"
-            )
+        api_keys = load_api_keys(Path(keys_file))
     return Settings(
         backend=backend,
         model=model,
@@ -128,15 +157,20 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         embedding_model=get("EMBEDDING_MODEL"),
         reranker_url=get("RERANKER_URL", Settings.reranker_url).rstrip("/"),
         reranker_model=get("RERANKER_MODEL"),
+        gpu_status_file=get("GPU_STATUS_FILE"),
         auth=auth,
         api_keys=api_keys,
-        health_requires_key=_bool("HEALTH_REQUIRES_KEY", get("HEALTH_REQUIRES_KEY", "false")),
+        api_keys_file=keys_file,
+        status_requires_key=_bool("STATUS_REQUIRES_KEY", get("STATUS_REQUIRES_KEY", "true")),
         max_body_bytes=int(_number("MAX_BODY_BYTES", get("MAX_BODY_BYTES", str(Settings.max_body_bytes)), int)),
         connect_timeout=_number("CONNECT_TIMEOUT", get("CONNECT_TIMEOUT", str(Settings.connect_timeout)), float),
         read_timeout=_number("READ_TIMEOUT", get("READ_TIMEOUT", str(Settings.read_timeout)), float),
         health_timeout=_number("HEALTH_TIMEOUT", get("HEALTH_TIMEOUT", str(Settings.health_timeout)), float),
         retry_after=int(_number("RETRY_AFTER", get("RETRY_AFTER", str(Settings.retry_after)), int)),
         max_connections=int(_number("MAX_CONNECTIONS", get("MAX_CONNECTIONS", str(Settings.max_connections)), int)),
+        reload_file=get("RELOAD_FILE"),
+        switch_mark=get("SWITCH_MARK"),
+        switch_hold_s=_number("SWITCH_HOLD_S", get("SWITCH_HOLD_S", str(Settings.switch_hold_s)), float),
         host=get("HOST", Settings.host),
         port=int(_number("PORT", get("PORT", str(Settings.port)), int)),
         log_level=get("LOG_LEVEL", Settings.log_level).lower(),

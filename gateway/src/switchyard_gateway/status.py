@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from . import __version__
-from .auth import require_key, require_key_for_health
+from . import __version__, hold
+from .auth import require_key, require_key_for_status
 from .metrics import CONTENT_TYPE
 from .settings import Settings
 
-health_router = APIRouter(dependencies=[Depends(require_key_for_health)])
+health_router = APIRouter()
+status_router = APIRouter(dependencies=[Depends(require_key_for_status)])
 api_router = APIRouter(dependencies=[Depends(require_key)])
 
 
@@ -52,14 +55,35 @@ async def probe(client: httpx.AsyncClient, base: str, model: str, timeout: float
 
 
 @health_router.get("/health")
-async def health() -> dict[str, str]:
-    return {"status": "ok"}
+async def health(request: Request) -> dict[str, Any]:
+    """Up, or switching: then also the target and how many forwarded requests are still
+    running (the llm role waits for none before it stops the backend)."""
+    state = request.app.state
+    target = hold.switching_to(state.settings)
+    if target is None:
+        return {"status": "ok"}
+    return {"status": "switching", "to": target, "forwarding": state.switch.forwarding}
 
 
-@health_router.get("/health/deep")
+def gpu_status(path: str) -> dict[str, Any]:
+    """What the host's GPU conformance check (switchyard-gpu-check.timer) found last: its
+    status, when, the driver's version and each problem with its fix."""
+    try:
+        found = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return {"status": "unknown", "error": f"{path} is missing: the GPU check has not run yet"}
+    except (OSError, ValueError) as error:
+        return {"status": "unknown", "error": f"{path} cannot be read: {error}"}
+    if not isinstance(found, dict):
+        return {"status": "unknown", "error": f"{path} is not a GPU check status"}
+    return {key: found.get(key) for key in ("status", "checked_at", "driver_version", "problems")}
+
+
+@status_router.get("/health/deep")
 async def health_deep(request: Request) -> JSONResponse:
     """Every upstream probed at once; 503 when the backend is not serving, since then no
-    generation can succeed. A down embedding or reranker makes the answer `degraded`."""
+    generation can succeed. A down embedding or reranker, or a GPU check that fails, makes
+    the answer `degraded`."""
     state = request.app.state
     settings = state.settings
     targets = upstreams(settings)
@@ -67,19 +91,21 @@ async def health_deep(request: Request) -> JSONResponse:
         *(probe(state.client, base, model, settings.health_timeout) for base, model in targets.values())
     )
     services = dict(zip(targets, results, strict=True))
+    body: dict[str, Any] = {"backend": settings.backend, "services": services}
+    if settings.gpu_status_file:
+        body["gpu"] = gpu_status(settings.gpu_status_file)
+    parts = [*services.values(), *([body["gpu"]] if "gpu" in body else [])]
     if services["backend"]["status"] != "ok":
         overall, status_code = "down", 503
-    elif any(service["status"] != "ok" for service in services.values()):
+    elif any(part["status"] != "ok" for part in parts):
         overall, status_code = "degraded", 200
     else:
         overall, status_code = "ok", 200
     headers = {"Retry-After": str(settings.retry_after)} if status_code == 503 else None
-    return JSONResponse(
-        {"status": overall, "backend": settings.backend, "services": services}, status_code, headers=headers
-    )
+    return JSONResponse({"status": overall, **body}, status_code, headers=headers)
 
 
-@health_router.get("/metrics")
+@status_router.get("/metrics")
 async def metrics(request: Request) -> Response:
     return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)
 
@@ -106,7 +132,7 @@ async def backend_version(client: httpx.AsyncClient, settings: Settings) -> str 
         return None
 
 
-@api_router.get("/config")
+@status_router.get("/config")
 async def config(request: Request) -> dict[str, Any]:
     """The active set-up; keys are never part of it (only whether auth is on)."""
     settings: Settings = request.app.state.settings
@@ -124,7 +150,7 @@ async def config(request: Request) -> dict[str, Any]:
         "auth": {
             "enabled": settings.auth,
             "keys": len(settings.api_keys),
-            "health_requires_key": settings.health_requires_key,
+            "status_requires_key": settings.status_requires_key,
         },
         "limits": {
             "max_body_bytes": settings.max_body_bytes,

@@ -92,9 +92,16 @@ class UpstreamStreamingResponse(StreamingResponse):
     llama-server and Ollama abort the generation.
     """
 
-    def __init__(self, upstream: httpx.Response, content: AsyncIterator[bytes], **kwargs: object) -> None:
+    def __init__(
+        self,
+        upstream: httpx.Response,
+        content: AsyncIterator[bytes],
+        on_close: Callable[[], None] | None = None,
+        **kwargs: object,
+    ) -> None:
         super().__init__(content, **kwargs)  # type: ignore[arg-type]
         self.upstream = upstream
+        self.on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -102,6 +109,8 @@ class UpstreamStreamingResponse(StreamingResponse):
         finally:
             with anyio.CancelScope(shield=True):
                 await self.upstream.aclose()
+            if self.on_close is not None:
+                self.on_close()
 
 
 def raw_response(upstream: httpx.Response) -> UpstreamStreamingResponse:
@@ -114,8 +123,9 @@ def raw_response(upstream: httpx.Response) -> UpstreamStreamingResponse:
     )
 
 
-def _error_event(message: str, code: str) -> bytes:
-    return b"data: " + json.dumps(error_body(502, message, code)).encode() + b"\n\n"
+def error_event(status: int, message: str, code: str) -> bytes:
+    """An error as the last event of a stream whose status line has gone already."""
+    return b"data: " + json.dumps(error_body(status, message, code)).encode() + b"\n\n"
 
 
 async def relay_events(
@@ -137,7 +147,7 @@ async def relay_events(
             yield b"data: " + rewrite(data).encode() + b"\n\n"
     except httpx.HTTPError as error:
         metrics.upstream_errors.labels(service, "stream").inc()
-        yield _error_event(f"The {service} service broke the stream ({type(error).__name__}).", f"{service}_error")
+        yield error_event(502, f"The {service} service broke the stream ({type(error).__name__}).", f"{service}_error")
         return
     metrics.upstream_errors.labels(service, "stream").inc()
-    yield _error_event(f"The {service} service ended the stream before it was complete.", f"{service}_error")
+    yield error_event(502, f"The {service} service ended the stream before it was complete.", f"{service}_error")

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import PROJECT, backend_containers
+from conftest import PLAYBOOK_ENV, PROJECT, backend_containers, site_command
 
 HUB_PORT = 8766
 GGUF_REPO, GGUF = "switchyard/tiny-gguf", "tiny-downloaded.gguf"
@@ -51,7 +51,8 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     embedder = root / EMBEDDER_REPO
     embedder.mkdir(parents=True)
     (embedder / "config.json").write_text('{"architectures": ["BertModel"]}\n')
-    (embedder / "model.safetensors").write_bytes(os.urandom(1_000_000))
+    # Slow enough at --pace to watch the host while it downloads (about 4 s).
+    (embedder / "model.safetensors").write_bytes(os.urandom(12_000_000))
     log = root.parent / "requests.jsonl"
     command = [
         sys.executable,
@@ -111,18 +112,36 @@ def test_a_file_the_repo_lacks_fails_naming_it_and_leaves_the_backend_serving(ho
     assert http.get("/health").status_code == 200
 
 
-def test_snapshot_lands_as_a_cache_entry_and_the_token_is_neither_logged_nor_stored(host, run_site, hub):
+def test_snapshot_lands_as_a_cache_entry_and_the_token_is_neither_shown_logged_nor_stored(host, hub, tmp_path):
+    """While `hf` downloads, the token is in no process's arguments or environment on the
+    host (`ps`, /proc/*/environ), only in a root-only file that is gone afterwards; a -vvv
+    run does not print it, and neither the journal nor /var/log holds it."""
     embedder = ("llm_embedding_enabled=true", f"llm_embedding_model={EMBEDDER_REPO}")
     settings = from_hub(hub, *embedder, f"models_hf_token={TOKEN}")
-    run = run_site(*settings, playbook="playbooks/models.yml")
-    assert run.returncode == 0, run.output
-    snapshots = "/var/lib/switchyard/huggingface/hub/models--switchyard--tiny-embedder/snapshots"
-    config = host.check_output(f"cat {snapshots}/*/config.json")
-    assert "BertModel" in config
+    command = [*site_command(PROJECT / "molecule/default", *settings, playbook="playbooks/models.yml"), "-vvv"]
+    log = tmp_path / "run.log"
+    with log.open("w") as output:
+        run = subprocess.Popen(command, cwd=PROJECT, env=PLAYBOOK_ENV, stdout=output, stderr=subprocess.STDOUT)
+    watch = "ps -eo args; cat /proc/[0-9]*/environ | tr '\\0' '\\n'; stat -c %a:%U /run/switchyard-hf-token"
+    seen_downloading, token_file_modes = False, set()
+    while run.poll() is None:
+        processes = host.run(watch).stdout
+        assert TOKEN not in processes, "the token is visible in a process's arguments or environment"
+        seen_downloading |= f"hf download {EMBEDDER_REPO}" in processes
+        token_file_modes |= {line for line in processes.splitlines() if line.endswith(":root")}
+        time.sleep(0.2)
+    output = log.read_text()
+    assert run.returncode == 0, output[-3000:]
+    assert seen_downloading, "the download ran while the host was watched"
+    assert token_file_modes == {"600:root"}
     assert {entry["token"] for entry in hub.requests(EMBEDDER_REPO)} == {TOKEN}, "every request carried the token"
-    assert TOKEN not in run.output
-    stored = host.run(f"grep -rl {TOKEN} /etc /root /var/lib/switchyard /opt/switchyard /tmp")
+    assert TOKEN not in output
+    snapshots = "/var/lib/switchyard/huggingface/hub/models--switchyard--tiny-embedder/snapshots"
+    assert "BertModel" in host.check_output(f"cat {snapshots}/*/config.json")
+    assert not host.file("/run/switchyard-hf-token").exists
+    stored = host.run(f"grep -rl {TOKEN} /etc /root /run /var/lib/switchyard /opt/switchyard /tmp /var/log")
     assert stored.rc == 1, f"the token is stored on the host: {stored.stdout}"
+    assert TOKEN not in host.check_output("journalctl --no-pager -o cat"), "the token is in the journal"
 
 
 def test_the_download_scripts_take_the_originals_arguments(hub, tmp_path):

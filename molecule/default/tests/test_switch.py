@@ -16,36 +16,16 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from conftest import PROJECT, backend_containers
-
-
-def served_models(http) -> list[str]:
-    return [model["id"] for model in http.get("/v1/models").json()["data"]]
-
-
-def assert_gateway_routes_to(gateway, backend: str) -> None:
-    """Clients of the gateway keep one model name, whichever backend answers."""
-    assert gateway.get("/config").json()["backend"] == backend
-    assert served_models(gateway) == ["tiny-llama"]
-    reply = gateway.post(
-        "/v1/chat/completions", json={"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}]}
-    )
-    assert reply.status_code == 200, reply.text
-    assert reply.json()["model"] == "tiny-llama"
-
-
-def assert_serving(host, http, backend: str, model: str, container_id: str | None = None) -> None:
-    containers = backend_containers(host)
-    assert list(containers) == [f"llm-{backend}"]
-    if container_id is not None:
-        assert containers[f"llm-{backend}"] == container_id, "the running backend was restarted"
-    assert model in served_models(http)
-    reply = http.post("/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
-    assert reply.status_code == 200, reply.text
-
-
-def assert_llamacpp_serving(host, http, container_id: str | None = None) -> None:
-    assert_serving(host, http, "llamacpp", "tiny-llama", container_id)
+from conftest import (
+    GATEWAY_KEY,
+    GATEWAY_URL,
+    PROJECT,
+    assert_gateway_routes_to,
+    assert_llamacpp_serving,
+    assert_serving,
+    backend_containers,
+    served_models,
+)
 
 
 @contextmanager
@@ -130,6 +110,59 @@ def test_switch_to_ollama_and_back(host, run_site, http, gateway):
     back = run_site("llm_backend=llamacpp")
     assert back.returncode == 0, back.output
     assert_llamacpp_serving(host, http)
+    assert_gateway_routes_to(gateway, "llamacpp")
+
+
+def drive_gateway(stop: threading.Event, stream: bool, outcomes: list[tuple[bool, float, str]]) -> None:
+    """One client of the gateway, in a loop until `stop`: each request's outcome (ok, seconds,
+    what went wrong). A stream is ok when it answers 200 and ends in [DONE] with no error."""
+    body = {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8, "stream": stream}
+    headers = {"Authorization": f"Bearer {GATEWAY_KEY}"}
+    with httpx.Client(base_url=GATEWAY_URL, headers=headers, timeout=300) as client:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                with client.stream("POST", "/v1/chat/completions", json=body) as response:
+                    text = response.read().decode()
+                events = [line[6:] for line in text.splitlines() if line.startswith("data: ")]
+                if stream:
+                    ok = response.status_code == 200 and events[-1:] == ["[DONE]"] and '"error"' not in text
+                else:
+                    ok = response.status_code == 200
+                problem = "" if ok else f"{response.status_code} {text[-200:]}"
+            except httpx.HTTPError as error:
+                ok, problem = False, repr(error)
+            outcomes.append((ok, time.monotonic() - started, problem))
+
+
+def test_the_gateways_clients_see_no_failure_through_a_switch_and_back(host, run_site, gateway):
+    """Four clients, two streaming, drive the gateway while site.yml switches llama.cpp →
+    Ollama → llama.cpp: the gateway is reloaded, not restarted, holds new requests while the
+    backend restarts and lets the forwarded ones finish first."""
+
+    def gateway_pid() -> str:
+        return host.check_output("systemctl show --property=MainPID --value llm-gateway")
+
+    pid = gateway_pid()
+    stop = threading.Event()
+    outcomes: list[tuple[bool, float, str]] = []
+    clients = [threading.Thread(target=drive_gateway, args=(stop, index % 2 == 0, outcomes)) for index in range(4)]
+    for client in clients:
+        client.start()
+    try:
+        for backend in ("ollama", "llamacpp"):
+            run = run_site(f"llm_backend={backend}")
+            assert run.returncode == 0, run.output
+            assert gateway_pid() == pid, "the gateway was restarted"
+    finally:
+        stop.set()
+        for client in clients:
+            client.join()
+    failed = [problem for ok, _seconds, problem in outcomes if not ok]
+    longest = max(seconds for _ok, seconds, _problem in outcomes)
+    print(f"through two switches: {len(outcomes)} requests, {len(failed)} failed, longest {longest:.1f} s")
+    assert len(outcomes) > 20
+    assert failed == [], failed[:5]
     assert_gateway_routes_to(gateway, "llamacpp")
 
 

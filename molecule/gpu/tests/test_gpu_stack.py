@@ -5,6 +5,8 @@ nvidia-smi and nvidia-ctk are test doubles (molecule/gpu/files/) that log their 
 the pin, dpkg holds, Podman's CDI injection - is real.
 """
 
+import json
+
 import pytest
 
 DOUBLES_LOG = "/var/log/nvidia-test-doubles.log"
@@ -35,14 +37,73 @@ def test_driver_is_held_and_the_container_toolkit_is_not(host):
     assert "nvidia-container-toolkit" not in held
 
 
+def test_unattended_upgrades_leave_nvidia_packages_alone(host):
+    """As apt itself reads the configuration (unattended-upgrades asks apt for this list)."""
+    dump = host.check_output("apt-config dump Unattended-Upgrade::Package-Blacklist")
+    prefix = "Unattended-Upgrade::Package-Blacklist:: "
+    listed = [line.split('"')[1] for line in dump.splitlines() if line.startswith(prefix)]
+    assert {"nvidia-", "libnvidia-", "cuda-"} <= set(listed), dump
+
+
 def test_nouveau_is_blacklisted(host):
     assert "blacklist nouveau" in host.file("/etc/modprobe.d/blacklist-nouveau.conf").content_string
 
 
-def test_cdi_spec_was_generated_once(host):
-    assert host.file("/etc/cdi/nvidia.yaml").exists
+def gpu_check(host) -> tuple[int, dict]:
+    """The conformance check the role installs, as the timer runs it."""
+    result = host.run("/usr/local/libexec/switchyard/gpu-check --engine=podman")
+    return result.rc, json.loads(result.stdout)
+
+
+def reboot(host) -> None:
+    """What a reboot does to this host, simulated: a new boot id (the pending-reboot mark no
+    longer matches), the installed driver's module loaded (the doubles' module-version, which
+    nvidia-smi compares with its own, the userland's), and /dev/nvidia-uvm created."""
+    userland = host.check_output("dpkg-query -W -f '${Version}' nvidia-driver-580-open").split("-")[0]
+    host.run_test(
+        "rm -f /var/lib/misc/switchyard-nvidia-reboot-pending && mkdir -p /var/lib/nvidia-test-doubles"
+        f" && echo {userland} > /var/lib/nvidia-test-doubles/module-version && touch /dev/nvidia-uvm"
+    )
+
+
+def cdi_generations(host) -> list[str]:
+    """The role's calls of `nvidia-ctk cdi generate` (into the spec Podman reads)."""
     calls = host.file(DOUBLES_LOG).content_string.splitlines()
-    assert calls.count("nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml") == 1
+    return [call for call in calls if call.startswith("nvidia-ctk cdi generate --output=/etc/cdi/")]
+
+
+def test_first_install_waits_for_the_reboot_and_makes_no_cdi_spec_before_it(host):
+    """The converge and the idempotence run both found the driver not loaded (the sandbox
+    keeps its boot id): a reboot is pending, the GPU checks are skipped, and no CDI spec is
+    made from a driver that is not running."""
+    marker = host.file("/var/lib/misc/switchyard-nvidia-reboot-pending")
+    boot_id = host.file("/proc/sys/kernel/random/boot_id").content_string
+    assert marker.content_string.strip() == boot_id.strip()
+    assert cdi_generations(host) == []
+    assert not host.file("/etc/cdi/nvidia.yaml").exists
+    assert "nvidia-smi --query-gpu=name" not in host.file(DOUBLES_LOG).content_string
+    code, status = gpu_check(host)
+    assert code == 1 and status["checks"]["driver"]["fix"].startswith("reboot the host")
+
+
+def test_cdi_generation_fails_like_the_real_one_without_a_driver(host):
+    generate = host.run("nvidia-ctk cdi generate --output=/tmp/spec.yaml")
+    assert generate.rc == 1 and "failed to initialize NVML: Driver Not Loaded" in generate.stderr
+
+
+def test_after_the_reboot_the_spec_is_made_from_the_loaded_driver_and_the_gpu_conforms(host, run_site):
+    reboot(host)
+    run = run_site(playbook="playbooks/gpu.yml")
+    assert run.returncode == 0, run.output
+    assert cdi_generations(host) == ["nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml"]
+    assert "libnvidia-ml.so.580.95.05" in host.file("/etc/cdi/nvidia.yaml").content_string
+    code, status = gpu_check(host)
+    assert (code, status["status"], status["driver_version"]) == (0, "ok", "580.95.05"), status
+    calls = host.file(DOUBLES_LOG).content_string.splitlines()
+    assert "nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader" in calls
+    again = run_site(playbook="playbooks/gpu.yml")
+    assert again.returncode == 0 and "changed=0" in again.output, again.output
+    assert len(cdi_generations(host)) == 1
 
 
 def test_container_sees_the_gpu_through_cdi(host):
@@ -53,24 +114,12 @@ def test_container_sees_the_gpu_through_cdi(host):
     assert listing.startswith("GPU 0:")
 
 
-def test_first_install_leaves_a_reboot_pending_across_runs(host):
-    # The sandbox shares the machine's kernel, so its boot id never changes: the converge
-    # and the idempotence run both saw the reboot pending and skipped the GPU checks.
-    marker = host.file("/var/lib/misc/switchyard-nvidia-reboot-pending")
-    boot_id = host.file("/proc/sys/kernel/random/boot_id").content_string
-    assert marker.content_string.strip() == boot_id.strip()
-    assert "nvidia-smi --query-gpu" not in host.file(DOUBLES_LOG).content_string
-
-
-def test_after_a_reboot_the_gpu_is_checked_on_the_host_and_in_a_container(host, run_site):
-    host.run("rm -f /var/lib/misc/switchyard-nvidia-reboot-pending")  # what a new boot id means
-    run = run_site(playbook="playbooks/gpu.yml")
-    assert run.returncode == 0, run.output
-    assert "changed=0" in run.output
-    # The container's own nvidia-smi call is logged inside the container; the smoke test
-    # task itself fails unless the container printed "GPU 0".
-    calls = host.file(DOUBLES_LOG).content_string.splitlines()
-    assert "nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader" in calls
+def test_the_timer_writes_the_status_the_gateway_shows(host):
+    assert host.service("switchyard-gpu-check.timer").is_enabled
+    assert host.service("switchyard-gpu-check.timer").is_running
+    host.run_test("rm -f /run/switchyard-gpu/status.json && systemctl start switchyard-gpu-check.service")
+    status = json.loads(host.file("/run/switchyard-gpu/status.json").content_string)
+    assert status["status"] == "ok" and status["checks"]["uvm"]["status"] == "ok"
 
 
 def test_a_changed_driver_says_a_reboot_is_pending(host, run_site):
@@ -83,6 +132,41 @@ def test_a_changed_driver_says_a_reboot_is_pending(host, run_site):
     marker = host.file("/var/lib/misc/switchyard-nvidia-reboot-pending")
     boot_id = host.file("/proc/sys/kernel/random/boot_id").content_string
     assert marker.exists and marker.content_string.strip() == boot_id.strip()
+
+
+def test_a_driver_upgraded_outside_the_role_is_a_mismatch_until_the_reboot_and_the_spec_follows(host, run_site):
+    """An upgrade by hand (or by an unattended upgrade that was let through): the libraries
+    move to 580.105.08 while 580.95.05 stays loaded, the classic "Driver/library version
+    mismatch". It is reported with its fix, on the host and in the status file, until the
+    reboot; then the run makes the spec anew for the new driver."""
+    reboot(host)
+    settled = run_site(playbook="playbooks/gpu.yml")
+    assert settled.returncode == 0, settled.output
+    upgrade = "http://127.0.0.1:8765/upgrade"
+    host.run_test(
+        "apt-mark unhold nvidia-driver-580-open libnvidia-compute-580 && cd /tmp"
+        f" && python3 -c \"import urllib.request as u; [u.urlretrieve('{upgrade}/'+n, n) for n in"
+        " ['libnvidia-compute-580_580.105.08-1_amd64.deb', 'nvidia-driver-580-open_580.105.08-1_amd64.deb']]\""
+        " && dpkg -i libnvidia-compute-580_580.105.08-1_amd64.deb nvidia-driver-580-open_580.105.08-1_amd64.deb"
+    )
+    code, status = gpu_check(host)
+    assert code == 1 and "Driver/library version mismatch" in status["checks"]["driver"]["problem"]
+    assert status["checks"]["driver"]["fix"] == "reboot the host to load the installed driver"
+    host.run_test("systemctl start switchyard-gpu-check.service")
+    assert "Driver/library version mismatch" in host.file("/run/switchyard-gpu/status.json").content_string
+
+    mismatched = run_site(playbook="playbooks/gpu.yml")
+    assert mismatched.returncode != 0
+    assert "Driver/library version mismatch" in mismatched.output and "reboot the host" in mismatched.output
+
+    reboot(host)
+    rebooted = run_site(playbook="playbooks/gpu.yml")
+    assert rebooted.returncode == 0, rebooted.output
+    assert cdi_generations(host)[-1] == "nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml"
+    assert "libnvidia-ml.so.580.105.08" in host.file("/etc/cdi/nvidia.yaml").content_string
+    code, status = gpu_check(host)
+    assert (code, status["driver_version"]) == (0, "580.105.08"), status
+    assert {"nvidia-driver-580-open", "libnvidia-compute-580"} <= set(host.check_output("apt-mark showhold").split())
 
 
 def test_secure_boot_with_unsigned_modules_fails_before_any_change(host, run_site):

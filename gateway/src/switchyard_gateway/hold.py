@@ -1,0 +1,51 @@
+"""Requests wait through a backend switch instead of failing.
+
+The llm role leaves a mark file (settings.switch_mark) for the time of a backend restart,
+`{"to": <target backend>, "until": <unix time>}`: from then on new generation requests wait,
+while the ones already forwarded finish (the role waits for `forwarding` to reach 0 before
+it stops the backend), and go on with the settings the switch brings (reload.py) once the
+mark is gone. A refused connection (a crash, a restart the role did not announce) is waited
+out the same way. A request waits at most settings.switch_hold_s, then gets 503 with
+Retry-After. A mark past its `until` is one a run left behind when it died: ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from .settings import Settings
+
+POLL_S = 0.1
+
+logger = logging.getLogger("switchyard_gateway.hold")
+
+
+class SwitchState:
+    """What the llm role drains before it stops the backend: requests forwarded to it and
+    not yet answered in full."""
+
+    def __init__(self) -> None:
+        self.forwarding = 0
+
+
+def switching_to(settings: Settings) -> str | None:
+    """The backend a switch in progress goes to, or None when there is none."""
+    if not settings.switch_mark:
+        return None
+    try:
+        mark = json.loads(Path(settings.switch_mark).read_text(encoding="utf-8"))
+        if time.time() < float(mark["until"]):
+            return str(mark["to"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError, KeyError):
+        logger.warning("%s is not a switch mark: ignored", settings.switch_mark)
+    return None
+
+
+def deadline(settings: Settings) -> float:
+    """Until when a request that arrives now may wait for the backend."""
+    return time.monotonic() + settings.switch_hold_s

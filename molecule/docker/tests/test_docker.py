@@ -1,0 +1,167 @@
+"""container_engine: docker, run for real: dockerd inside the sandbox host, the services as
+systemd units around `docker run`, switched, rolled back, crashed and restarted with dockerd.
+
+The second backend is the Ollama test double (molecule/default/files/ollama_test_double.py):
+no Ollama binary can be had on these machines."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+
+from conftest import (
+    BACKEND_CONTAINERS,
+    assert_gateway_routes_to,
+    assert_llamacpp_serving,
+    assert_serving,
+    backend_containers,
+)
+
+
+def all_containers(host) -> list[str]:
+    """Every container dockerd has, running or not, as 'name status'."""
+    return host.check_output("docker ps --all --format '{{.Names}} {{.State}}'").splitlines()
+
+
+def wait_serving(http, model: str, timeout: float = 120) -> float:
+    """Seconds until :8000 lists the model again."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            response = http.get("/v1/models")
+            if response.status_code == 200 and model in response.text:
+                return time.monotonic() - started
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{model} not served within {timeout} s")
+
+
+@contextmanager
+def backend_container_census(sandbox: str) -> Iterator[list[set[str]]]:
+    """Samples `docker ps` in the sandbox every 0.3 s while the block runs: the set of
+    backend containers running at each sample."""
+    samples: list[set[str]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            listing = subprocess.run(
+                ["podman", "exec", sandbox, "docker", "ps", "--format", "{{.Names}}"],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout
+            samples.append(set(listing.split()) & set(BACKEND_CONTAINERS))
+            stop.wait(0.3)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        sampler.join()
+
+
+def test_dockerd_runs_with_overlay2(host):
+    """The engine the role installed (Debian's docker.io), on the storage driver that works
+    nested when /var/lib/docker is not on an overlay (scripts/sandbox/up.sh)."""
+    assert host.package("docker.io").is_installed
+    assert host.service("docker").is_running and host.service("docker").is_enabled
+    assert host.check_output("docker info --format '{{.Driver}}'") == "overlay2"
+
+
+def test_the_unit_follows_the_container(host, http):
+    """The unit is active with the docker client as its main process, and exactly one
+    backend container runs, the one the unit started."""
+    assert host.service("llm-backend").is_running
+    main_pid = host.check_output("systemctl show --property MainPID --value llm-backend")
+    assert host.check_output(f"cat /proc/{main_pid}/comm") == "docker"
+    assert_llamacpp_serving(host, http)
+    assert all_containers(host) == ["llm-llamacpp running"]
+
+
+def test_switch_to_ollama_and_back_one_backend_at_a_time(host, run_site, http, gateway):
+    with backend_container_census(host.backend.name) as samples:
+        started = time.monotonic()
+        to_ollama = run_site("llm_backend=ollama")
+        to_ollama_s = time.monotonic() - started
+        assert to_ollama.returncode == 0, to_ollama.output
+        assert_serving(host, http, "ollama", "tiny:latest")
+        assert_gateway_routes_to(gateway, "ollama")
+
+        started = time.monotonic()
+        back = run_site("llm_backend=llamacpp")
+        back_s = time.monotonic() - started
+        assert back.returncode == 0, back.output
+        assert_llamacpp_serving(host, http)
+        assert_gateway_routes_to(gateway, "llamacpp")
+    print(f"docker: switch to Ollama {to_ollama_s:.1f} s, back to llama.cpp {back_s:.1f} s")
+    assert samples and max(len(sample) for sample in samples) == 1, "two backend containers ran at once"
+    assert {"llm-ollama"} in samples, "the census saw the Ollama backend"
+    assert all_containers(host) == ["llm-llamacpp running"], "no container left under another backend's name"
+
+
+def test_a_failed_switch_is_rolled_back(host, run_site, http):
+    good_unit = host.file("/etc/systemd/system/llm-backend.service").content_string
+    run = run_site('{"llm_llamacpp_extra_args": ["--no-such-flag"]}')
+    assert run.returncode != 0
+    assert "It was rolled back to its last healthy unit, which serves again after" in run.output
+    assert host.file("/etc/systemd/system/llm-backend.service").content_string == good_unit
+    assert_llamacpp_serving(host, http)
+    assert all_containers(host) == ["llm-llamacpp running"]
+
+
+def test_a_killed_container_is_replaced_and_nothing_is_left_behind(host, http):
+    before = backend_containers(host)["llm-llamacpp"]
+    host.check_output("docker kill --signal KILL llm-llamacpp")
+    back_after = wait_serving(http, "tiny-llama")
+    print(f"docker: backend container killed, serving again after {back_after:.1f} s")
+    assert_llamacpp_serving(host, http)
+    assert backend_containers(host)["llm-llamacpp"] != before
+    assert all_containers(host) == ["llm-llamacpp running"]
+
+
+def test_a_killed_docker_client_leaves_no_container_behind(host, http):
+    """SIGKILL to the unit's main process (the client): dockerd still runs the container; the
+    unit's stop removes it and its restart starts a new one under the same name."""
+    before = backend_containers(host)["llm-llamacpp"]
+    host.check_output("systemctl kill --signal=KILL --kill-whom=main llm-backend")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and backend_containers(host).get("llm-llamacpp", before) == before:
+        time.sleep(0.3)
+    wait_serving(http, "tiny-llama")
+    assert host.service("llm-backend").is_running
+    assert_llamacpp_serving(host, http)
+    assert backend_containers(host)["llm-llamacpp"] != before
+    assert all_containers(host) == ["llm-llamacpp running"]
+
+
+def test_the_services_come_back_after_docker_restarts(host, gateway):
+    """dockerd stops its containers when it restarts: the unit must start a new one."""
+    before = backend_containers(host)["llm-llamacpp"]
+    host.check_output("systemctl restart docker")
+    started = time.monotonic()
+    body = {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    answered = None
+    while time.monotonic() - started < 180:
+        # `docker ps` fails while dockerd is down: no new container yet.
+        listing = host.run("docker ps --filter name=^llm-llamacpp$ --format '{{.ID}}'")
+        renewed = listing.rc == 0 and listing.stdout.strip() not in ("", before)
+        try:
+            if renewed and gateway.post("/v1/chat/completions", json=body).status_code == 200:
+                answered = time.monotonic() - started
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    assert answered is not None, "the gateway did not answer within 180 s of `systemctl restart docker`"
+    print(f"docker: `systemctl restart docker` -> a completion through the gateway after {answered:.1f} s")
+    assert host.service("llm-backend").is_running
+    assert all_containers(host) == ["llm-llamacpp running"]
