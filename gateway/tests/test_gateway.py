@@ -183,6 +183,17 @@ def test_sighup_rotates_the_keys_without_a_restart(
     assert status("sk-rotation-new-key-0002") == 200, "a file with no key keeps the keys in use"
 
 
+def test_every_response_tells_the_gateways_own_time(gateway: Gateway, headers: dict):
+    """Server-Timing: the gateway's time apart from the upstream's, checkable in production."""
+    body = {"model": PUBLIC_MODEL, "messages": MESSAGES, "max_tokens": 16}
+    timing = httpx.post(gateway.url + "/v1/chat/completions", headers=headers, json=body).headers["server-timing"]
+    parts = dict(part.strip().split(";dur=") for part in timing.split(","))
+    assert set(parts) == {"gateway", "upstream"}
+    assert float(parts["upstream"]) > float(parts["gateway"]) >= 0, "a generation outlasts the gateway's own work"
+    health = httpx.get(gateway.url + "/health").headers["server-timing"]
+    assert health.endswith("upstream;dur=0.00")
+
+
 def test_the_access_log_escapes_control_characters(gateway: Gateway):
     """An encoded newline in the path (no key needed to send one) cannot forge a log line."""
     response = httpx.get(gateway.url + "/v1/x%0AINFO switchyard_gateway.access: GET /v1/models 200%0D")

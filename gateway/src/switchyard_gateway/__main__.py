@@ -7,6 +7,7 @@ reason when not. roles/gateway runs it before it restarts the service.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import uvicorn
@@ -25,10 +26,15 @@ def main() -> int:
         print(f"switchyard-gateway: settings are valid ({settings.backend} backend, {len(settings.api_keys)} keys)")
         return 0
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    # The access log has a line per request already; httpx's own would double it, per upstream call.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # The socket llm-gateway.socket holds, when systemd passes one (sd_listen_fds: fd 3); it
+    # stays open across restarts. Without one (tests, by hand) the gateway binds its own.
+    passed = os.environ.get("LISTEN_PID") == str(os.getpid()) and os.environ.get("LISTEN_FDS") == "1"
+    listen = {"fd": 3} if passed else {"host": settings.host, "port": settings.port}
     uvicorn.run(
         create_app(settings),
-        host=settings.host,
-        port=settings.port,
+        **listen,
         loop="uvloop",
         http="httptools",
         access_log=False,  # AccessLog writes one line per request, without the query string

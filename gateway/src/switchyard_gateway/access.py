@@ -11,6 +11,7 @@ from time import perf_counter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .metrics import Metrics
+from .upstream import UPSTREAM_WAIT
 
 logger = logging.getLogger("switchyard_gateway.access")
 
@@ -31,6 +32,8 @@ class AccessLog:
             await self.app(scope, receive, send)
             return
         started = perf_counter()
+        upstream_wait = [0.0]
+        token = UPSTREAM_WAIT.set(upstream_wait)
         request_id = _client_request_id(scope) or uuid.uuid4().hex
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
@@ -40,12 +43,17 @@ class AccessLog:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    (b"x-request-id", request_id.encode()),
+                    (b"server-timing", _server_timing(perf_counter() - started, upstream_wait[0])),
+                ]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            UPSTREAM_WAIT.reset(token)
             seconds = perf_counter() - started
             path = scope["path"]
             self.metrics.observe(path if path in self.routes else "other", status, seconds)
@@ -58,6 +66,13 @@ class AccessLog:
                 request_id,
                 state.get("model", "-"),
             )
+
+
+def _server_timing(elapsed_s: float, upstream_s: float) -> bytes:
+    """The gateway's own time until the response started, apart from the time spent waiting
+    for the upstream (its headers, and a whole body for what is not streamed): the overhead
+    a user can check in production. A request held through a switch counts its wait here."""
+    return f"gateway;dur={(elapsed_s - upstream_s) * 1000:.2f}, upstream;dur={upstream_s * 1000:.2f}".encode()
 
 
 def _printable(text: str) -> str:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+from time import perf_counter
 
 import anyio
 import httpx
@@ -18,6 +20,22 @@ from .settings import Settings
 
 # Hop-by-hop and length headers are the gateway's own business.
 _DROPPED_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"})
+
+
+# Seconds the current request has spent waiting for upstreams: access.py gives each request
+# its own counter and reports it beside the gateway's own time (Server-Timing).
+UPSTREAM_WAIT: ContextVar[list[float]] = ContextVar("upstream_wait")
+
+
+@contextmanager
+def waiting_upstream() -> Iterator[None]:
+    started = perf_counter()
+    try:
+        yield
+    finally:
+        wait = UPSTREAM_WAIT.get(None)
+        if wait is not None:
+            wait[0] += perf_counter() - started
 
 
 def create_client(settings: Settings) -> httpx.AsyncClient:
@@ -68,13 +86,13 @@ async def open_stream(
     Never retried: a chat completion is neither idempotent nor cheap.
     """
     request = client.build_request("POST", url, content=payload, headers=headers)
-    with mapped_errors(service, metrics, settings.retry_after):
+    with mapped_errors(service, metrics, settings.retry_after), waiting_upstream():
         return await client.send(request, stream=True)
 
 
 async def read_body(response: httpx.Response, service: str, settings: Settings, metrics: Metrics) -> bytes:
     try:
-        with mapped_errors(service, metrics, settings.retry_after):
+        with mapped_errors(service, metrics, settings.retry_after), waiting_upstream():
             return await response.aread()
     finally:
         await response.aclose()

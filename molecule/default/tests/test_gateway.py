@@ -1,8 +1,12 @@
 """The gateway as roles/gateway runs it on the sandbox host: llm-gateway.service on :8080."""
 
 import json
+import threading
+import time
 
-from conftest import GATEWAY_KEY
+import httpx
+
+from conftest import GATEWAY_KEY, GATEWAY_URL
 
 CHAT = {"model": "tiny-llama", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 8}
 
@@ -59,3 +63,31 @@ def test_chat_streams_through_the_gateway(gateway):
     chunks = [json.loads(event) for event in events[:-1]]
     assert {chunk["model"] for chunk in chunks} == {"tiny-llama"}
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+
+
+def test_a_restart_of_the_gateway_refuses_no_connection(host):
+    """systemd holds the port (llm-gateway.socket): connections that arrive while the service
+    restarts (an upgrade) wait in the socket's backlog instead of being refused."""
+    assert "systemd" in host.check_output("ss -Hltnp sport = :8080")
+    stop = threading.Event()
+    outcomes: list[str] = []
+
+    def client() -> None:
+        while not stop.is_set():
+            try:  # a new connection each time, as a client arriving during the restart makes
+                status = httpx.get(GATEWAY_URL + "/v1/models", headers={"x-api-key": GATEWAY_KEY}, timeout=30)
+                outcomes.append(str(status.status_code))
+            except httpx.HTTPError as error:
+                outcomes.append(repr(error))
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        host.run_test("systemctl restart llm-gateway")
+        time.sleep(1)
+    finally:
+        stop.set()
+        thread.join()
+    assert len(outcomes) > 10
+    assert [outcome for outcome in outcomes if outcome != "200"] == []

@@ -19,10 +19,8 @@ def listeners(host) -> list[tuple[str, str]]:
     without a process by ss) are not the host's."""
     found = []
     for line in host.check_output("ss -Hltnp").splitlines():
-        fields = line.split()
-        process = re.search(r'users:\(\("([^"]+)"', line)
-        if process:
-            found.append((fields[3].rsplit(":", 1)[0].strip("[]"), process[1]))
+        address = line.split()[3].rsplit(":", 1)[0].strip("[]")
+        found += [(address, process) for process in re.findall(r'\("([^"]+)",pid=', line)]
     return found
 
 
