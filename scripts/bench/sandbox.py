@@ -11,13 +11,15 @@ PROJECT = Path(__file__).resolve().parents[2]
 
 
 class Sandbox:
-    def __init__(self, name: str, *scenario_inventories: Path) -> None:
+    def __init__(self, name: str, *scenario_inventories: Path, engine: str = "podman") -> None:
         self.name = name
+        self.engine = engine
         self.inventories = (PROJECT / "inventory/sandbox/hosts.yml", *scenario_inventories)
 
     def __enter__(self) -> Sandbox:
         self._down()
-        subprocess.run([PROJECT / "scripts/sandbox/up.sh", self.name], check=True)
+        up = os.environ | {"SWITCHYARD_SANDBOX_ENGINE": self.engine}
+        subprocess.run([PROJECT / "scripts/sandbox/up.sh", self.name], check=True, env=up)
         return self
 
     def __exit__(self, *exc: object) -> None:
