@@ -110,7 +110,7 @@ def test_chat_streams():
 
 def test_the_gateway_reaches_all_three():
     headers = {"Authorization": f"Bearer {GATEWAY_KEY}"}
-    deep = httpx.get(GATEWAY_URL + "/health/deep", timeout=30).json()
+    deep = httpx.get(GATEWAY_URL + "/health/deep", headers=headers, timeout=30).json()
     assert deep["status"] == "ok" and set(deep["services"]) == {"backend", "embedding", "reranker"}
     body = {"model": POOLING_MODEL, "query": QUERY, "documents": DOCUMENTS}
     assert httpx.post(GATEWAY_URL + "/v1/rerank", json=body, headers=headers, timeout=60).status_code == 200
