@@ -33,7 +33,7 @@ test: sandbox-artifacts vllm-artifacts
 lint: bootstrap
 	scripts/ci/lint.sh
 
-## Timings of a converge, a re-run and a backend switch on the sandbox host.
+## Timings of a converge, a re-run and a backend switch on the sandbox host, with Podman and with Docker.
 bench: sandbox-artifacts
 	molecule/default/build_test_doubles.sh
 	$(VENV)/python -m scripts.bench.switch
