@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -83,6 +85,25 @@ def gateway() -> Iterator[httpx.Client]:
     headers = {"Authorization": f"Bearer {GATEWAY_KEY}"}
     with httpx.Client(base_url=GATEWAY_URL, headers=headers, timeout=60) as client:
         yield client
+
+
+@contextmanager
+def repeating(action: Callable[[], None], every_s: float) -> Iterator[None]:
+    """Calls `action` in a background thread every `every_s` seconds while the block runs."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            action()
+            stop.wait(every_s)
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def engine(host) -> str:

@@ -50,8 +50,8 @@ def error_response(error: GatewayError) -> Response:
     return Response(body, status_code=error.status, media_type="application/json", headers=error.headers)
 
 
-def upstream_error_response(status: int, content: bytes) -> Response:
-    """An upstream's own error, passed on; reshaped when it is not OpenAI-shaped already."""
+def upstream_error_body(status: int, content: bytes) -> dict:
+    """An upstream's own error body, reshaped when it is not OpenAI-shaped already."""
     try:
         body = json.loads(content)
     except ValueError:
@@ -59,7 +59,12 @@ def upstream_error_response(status: int, content: bytes) -> Response:
     if not (isinstance(body, dict) and isinstance(body.get("error"), dict)):
         message = body.get("error") if isinstance(body, dict) else content.decode("utf-8", "replace")
         body = error_body(status, str(message or f"upstream answered {status}"), "upstream_error")
-    return Response(json.dumps(body), status_code=status, media_type="application/json")
+    return body
+
+
+def upstream_error_response(status: int, content: bytes) -> Response:
+    """An upstream's own error, passed on."""
+    return Response(json.dumps(upstream_error_body(status, content)), status_code=status, media_type="application/json")
 
 
 async def on_gateway_error(_request: Request, error: GatewayError) -> Response:

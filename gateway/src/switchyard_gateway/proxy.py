@@ -16,7 +16,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from . import hold, reasoning
 from .auth import require_key
-from .errors import GatewayError, upstream_error_response
+from .errors import GatewayError, upstream_error_body, upstream_error_response
 from .metrics import Metrics
 from .models import ModelRoute
 from .upstream import UpstreamStreamingResponse, error_event, open_stream, raw_response, read_body, relay_events
@@ -123,7 +123,7 @@ async def _open_once(
     if upstream.status_code == 503:
         # Up but not serving yet (llama-server answers 503 while it loads the model).
         content = await read_body(upstream, "backend", settings, state.metrics)
-        error = json.loads(upstream_error_response(503, content).body)["error"]
+        error = upstream_error_body(503, content)["error"]
         raise GatewayError(
             503, str(error["message"]), "backend_unavailable", headers={"Retry-After": str(settings.retry_after)}
         )
@@ -174,7 +174,7 @@ async def _held_stream(
     try:
         if upstream.status_code >= 400:
             content = await read_body(upstream, "backend", state.settings, state.metrics)
-            error = json.loads(upstream_error_response(upstream.status_code, content).body)["error"]
+            error = upstream_error_body(upstream.status_code, content)["error"]
             yield error_event(upstream.status_code, error["message"], error["code"])
             return
         async for event in relay_events(

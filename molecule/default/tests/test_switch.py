@@ -24,6 +24,7 @@ from conftest import (
     assert_llamacpp_serving,
     assert_serving,
     backend_containers,
+    repeating,
     served_models,
 )
 
@@ -33,30 +34,22 @@ def outage_watch(model: str) -> Iterator[dict[str, float]]:
     """Sends a completion to :8000 every 0.1 s while the block runs; yields the longest time
     without an answer (seconds), filled in when the block ends."""
     found = {"longest_outage_s": 0.0}
-    stop = threading.Event()
+    last_ok = time.monotonic()
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
 
-    def watch() -> None:
-        last_ok = time.monotonic()
-        with httpx.Client(base_url="http://127.0.0.1:8000", timeout=5) as client:
-            while not stop.is_set():
-                body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
-                try:
-                    ok = client.post("/v1/chat/completions", json=body).status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                now = time.monotonic()
-                if ok:
-                    last_ok = now
-                found["longest_outage_s"] = max(found["longest_outage_s"], now - last_ok)
-                stop.wait(0.1)
+    def probe(client: httpx.Client) -> None:
+        nonlocal last_ok
+        try:
+            ok = client.post("/v1/chat/completions", json=body).status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        now = time.monotonic()
+        if ok:
+            last_ok = now
+        found["longest_outage_s"] = max(found["longest_outage_s"], now - last_ok)
 
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
+    with httpx.Client(base_url="http://127.0.0.1:8000", timeout=5) as client, repeating(lambda: probe(client), 0.1):
         yield found
-    finally:
-        stop.set()
-        watcher.join()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ no Ollama binary can be had on these machines."""
 from __future__ import annotations
 
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from conftest import (
     assert_llamacpp_serving,
     assert_serving,
     backend_containers,
+    repeating,
 )
 
 
@@ -56,26 +56,18 @@ def backend_container_census(sandbox: str) -> Iterator[list[set[str]]]:
     """Samples `docker ps` in the sandbox every 0.3 s while the block runs: the set of
     backend containers running at each sample."""
     samples: list[set[str]] = []
-    stop = threading.Event()
 
     def sample() -> None:
-        while not stop.is_set():
-            listing = subprocess.run(
-                ["podman", "exec", sandbox, "docker", "ps", "--format", "{{.Names}}"],
-                capture_output=True,
-                text=True,
-                check=False,
-            ).stdout
-            samples.append(set(listing.split()) & set(BACKEND_CONTAINERS))
-            stop.wait(0.3)
+        listing = subprocess.run(
+            ["podman", "exec", sandbox, "docker", "ps", "--format", "{{.Names}}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        samples.append(set(listing.split()) & set(BACKEND_CONTAINERS))
 
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
+    with repeating(sample, 0.3):
         yield samples
-    finally:
-        stop.set()
-        sampler.join()
 
 
 def test_dockerd_runs_with_overlay2(host):
