@@ -38,8 +38,9 @@ bench: sandbox-artifacts
 	molecule/default/build_test_doubles.sh
 	$(VENV)/python -m scripts.bench.switch
 
-## The gateway's added latency and throughput vs a direct connection and LiteLLM's proxy.
+## The gateway's added latency and throughput vs a direct connection, nginx and LiteLLM's proxy.
 bench-gateway: bootstrap
+	command -v wrk >/dev/null && command -v nginx >/dev/null || apt-get install -y --no-install-recommends wrk nginx-light
 	$(VENV)/python -m scripts.bench.gateway
 
 ## vLLM's services (start time, memory, embedding and rerank speed) vs sentence-transformers.

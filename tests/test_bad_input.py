@@ -39,6 +39,7 @@ CASES = [
     ("llm_health_timeout=0", "llm_health_timeout is 0; it must be above 0"),
     ("models_download_timeout=0", "models_download_timeout is 0; it must be above 0"),
     ("gateway_read_timeout=0", "gateway_read_timeout is 0; it must be above 0"),
+    ("gateway_workers=-1", "gateway_workers is -1: set the number of worker processes"),
     ("llm_vllm_gpu_mem_util=1.5", "llm_vllm_gpu_mem_util = 1.5"),
     ("llm_vllm_gpu_mem_util=0.9", "together at most 1"),
     ("llm_embedding_gpu_mem_util=0", "llm_embedding_gpu_mem_util = 0"),

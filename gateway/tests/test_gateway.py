@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -367,3 +368,26 @@ def test_metrics_count_requests_and_tokens(gateway: Gateway, client: openai.Open
     assert 'switchyard_gateway_requests_total{route="/v1/chat/completions",status="200"}' in metrics
     assert 'switchyard_gateway_tokens_total{kind="completion"}' in metrics
     assert "switchyard_gateway_request_duration_seconds_bucket" in metrics
+
+
+def test_connections_the_backend_drops_cost_no_request(gateway: Gateway, headers: dict):
+    """llama-server closes kept-alive connections without notice (after a stream, and when its
+    HTTP threads are busy); a request the gateway sends on one as it goes is sent again."""
+    outcomes: list[str] = []
+    until = time.monotonic() + 6
+
+    def client(stream: bool) -> None:
+        body = {"model": PUBLIC_MODEL, "messages": MESSAGES, "max_tokens": 4, "stream": stream}
+        with httpx.Client(base_url=gateway.url, headers=headers, timeout=30) as session:
+            while time.monotonic() < until:
+                with session.stream("POST", "/v1/chat/completions", json=body) as response:
+                    text = response.read().decode()
+                outcomes.append("ok" if response.status_code == 200 and '"error"' not in text else text[-120:])
+
+    clients = [threading.Thread(target=client, args=(index % 2 == 0,)) for index in range(4)]
+    for thread in clients:
+        thread.start()
+    for thread in clients:
+        thread.join()
+    assert len(outcomes) > 100
+    assert [outcome for outcome in outcomes if outcome != "ok"] == []

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,9 @@ def test_unknown_thinking_switch_names_the_choices():
         load(BASE | {"SWITCHYARD_GATEWAY_THINKING_SWITCH": "think", "SWITCHYARD_GATEWAY_AUTH": "false"})
 
 
-@pytest.mark.parametrize(("name", "value"), [("AUTH", "maybe"), ("MAX_BODY_BYTES", "-1"), ("READ_TIMEOUT", "soon")])
+@pytest.mark.parametrize(
+    ("name", "value"), [("AUTH", "maybe"), ("MAX_BODY_BYTES", "-1"), ("READ_TIMEOUT", "soon"), ("WORKERS", "-2")]
+)
 def test_malformed_values_name_the_variable(name: str, value: str):
     with pytest.raises(SettingsError, match=f"SWITCHYARD_GATEWAY_{name}="):
         load(BASE | {"SWITCHYARD_GATEWAY_AUTH": "false", f"SWITCHYARD_GATEWAY_{name}": value})
@@ -51,3 +54,10 @@ def test_backend_name_and_aliases():
     )
     assert (settings.backend_model, settings.model_aliases) == ("qwen3:8b", ("a", "b"))
     assert settings.backend_url == "http://127.0.0.1:8000"
+
+
+def test_workers_zero_is_one_per_core_this_process_may_use():
+    keyless = BASE | {"SWITCHYARD_GATEWAY_AUTH": "false"}
+    assert load(keyless).workers == 1
+    assert load(keyless | {"SWITCHYARD_GATEWAY_WORKERS": "3"}).workers == 3
+    assert load(keyless | {"SWITCHYARD_GATEWAY_WORKERS": "0"}).workers == min(len(os.sched_getaffinity(0)), 8)

@@ -133,6 +133,28 @@ def test_health_counts_the_forwarded_requests_the_role_drains(
     assert httpx.get(gateway.url + "/health").json()["forwarding"] == 0
 
 
+def test_health_counts_a_request_whose_answer_has_not_begun(
+    start_gateway: Callable[..., Gateway], llama_server: LlamaServer, tmp_path: Path
+):
+    """A non-streamed answer sends its headers only once it is complete: the request is
+    forwarded (and the role must wait for it) from the moment it is sent."""
+    mark = tmp_path / "switching"
+    gateway = start_gateway(llama_server.url, switch_mark=str(mark), switch_hold_s="60")
+    body = CHAT | {"max_tokens": 2000, "ignore_eos": True}
+    answered: list[int] = []
+    sending = threading.Thread(
+        target=lambda: answered.append(
+            httpx.post(gateway.url + "/v1/chat/completions", headers=HEADERS, json=body, timeout=60).status_code
+        )
+    )
+    sending.start()
+    time.sleep(0.3)
+    mark.write_text(switch_mark("ollama"))
+    forwarding = httpx.get(gateway.url + "/health").json()["forwarding"]
+    sending.join()
+    assert (forwarding, answered) == (1, [200])
+
+
 def test_sighup_takes_a_switched_backend_without_a_restart(
     start_gateway: Callable[..., Gateway],
     llama_server: LlamaServer,

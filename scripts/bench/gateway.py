@@ -1,12 +1,23 @@
 #!/usr/bin/env python3
-"""What the gateway costs: latency, throughput and per-chunk delay through it, against a direct
-connection to the same upstream and against LiteLLM's proxy in front of it, in one run.
+"""What the gateway costs, in one run, against a direct connection to the same upstream (the
+baseline), nginx as a plain reverse proxy (the floor of one extra hop) and LiteLLM's proxy
+(the peer).
 
-The upstream is scripts/bench/fast_upstream.py (answers in microseconds), so the numbers are
-the proxies' own. Run as `make bench-gateway`; LiteLLM is installed into its own venv
-(.cache/bench/litellm-venv) the first time.
+The upstream is scripts/bench/fast_upstream.py (it answers in microseconds), so the numbers
+are the proxies' own:
 
-    python -m scripts.bench.gateway [--requests N] [--stream-requests N] [--skip-litellm]
+1. Per core: each proxy pinned to CPU 0, the upstream and wrk on CPU 1. Non-streamed
+   requests/s and latency at 1 to 256 connections; relayed stream chunks/s at 16 to 256.
+   "added" is the proxy's percentile minus direct's.
+2. All workers: the gateway as deployed (gateway_workers 0: one per core), 256 clients each
+   streaming 32 chunks written 1 ms apart; the delay each chunk gets on its way.
+3. Nothing held: one chunk every 20 ms, read directly and through the gateway; how much
+   later each chunk arrives through it.
+
+Run as `make bench-gateway` (it installs wrk and nginx from Debian's packages when they are
+missing; LiteLLM goes into its own venv, .cache/bench/litellm-venv, the first time).
+
+    python -m scripts.bench.gateway [--seconds S] [--skip-litellm]
 """
 
 from __future__ import annotations
@@ -15,9 +26,11 @@ import argparse
 import asyncio
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,9 +45,12 @@ LITELLM_VENV = ROOT / ".cache/bench/litellm-venv"
 LITELLM_VERSION = "1.106.12"  # 1.110's [proxy] extra needs litellm-proxy, which PyPI here lacks
 KEY = "sk-bench-key-0000000000000000"
 MODEL = "bench-model"
-CHUNKS, CHUNK_INTERVAL_MS = 32, 1.0
-CONCURRENCY = (1, 16, 64)
+CHUNKS = 32
+PLAIN_CONCURRENCY = (1, 16, 64, 256)
+STREAM_CONCURRENCY = (16, 64, 256)
+PROXY_CPU, LOAD_CPU = "0", "1"
 STAMP = re.compile(rb"t=(\d+)")
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
 @dataclass
@@ -45,11 +61,12 @@ class Target:
 
 
 @dataclass
-class Result:
-    latencies_ms: list[float]
-    seconds: float
-    first_chunk_ms: list[float] = field(default_factory=list)
-    chunk_delays_ms: list[float] = field(default_factory=list)
+class Load:
+    """One wrk run: requests/s and latency percentiles (ms)."""
+
+    rate: float
+    p50: float
+    p99: float
 
 
 def free_port() -> int:
@@ -72,64 +89,71 @@ def start(command: list[str], port: int, health: str, env: dict[str, str] | None
     raise SystemExit(f"{' '.join(command)} did not come up")
 
 
-def request_bytes(target: Target, stream: bool) -> bytes:
-    body = b'{"model":"%s","messages":[{"role":"user","content":"Say ok"}],"max_tokens":16,"stream":%s}' % (
-        MODEL.encode(),
-        b"true" if stream else b"false",
-    )
-    headers = "".join(f"{name}: {value}\r\n" for name, value in target.headers.items())
-    return (
-        f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-        f"{headers}content-length: {len(body)}\r\n\r\n"
-    ).encode() + body
+def pinned(cpu: str, command: list[str]) -> list[str]:
+    return ["taskset", "-c", cpu, *command]
 
 
-async def read_response(reader: asyncio.StreamReader, on_data) -> None:
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    if status != 200:
-        raise RuntimeError(f"HTTP {status}: {head!r}")
-    lower = head.lower()
-    if b"transfer-encoding: chunked" in lower:
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
-            data = await reader.readexactly(size + 2)
-            if size == 0:
-                return
-            on_data(data)
-    length = int(re.search(rb"content-length: (\d+)", lower).group(1))
-    on_data(await reader.readexactly(length))
+def upstream(port: int, interval_ms: float) -> subprocess.Popen:
+    command = [sys.executable, str(ROOT / "scripts/bench/fast_upstream.py"), str(port), str(CHUNKS), str(interval_ms)]
+    return start(pinned(LOAD_CPU, command), port, "/health")
 
 
-async def worker(target: Target, stream: bool, count: int, result: Result) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", target.port)
-    payload = request_bytes(target, stream)
-    for _ in range(count):
-        started = time.monotonic_ns()
-        first: list[int] = []
-
-        def on_data(data: bytes, first: list[int] = first) -> None:
-            now = time.monotonic_ns()
-            if not first:
-                first.append(now)
-            for stamp in STAMP.findall(data):
-                result.chunk_delays_ms.append((now - int(stamp)) / 1e6)
-
-        writer.write(payload)
-        await read_response(reader, on_data)
-        result.latencies_ms.append((time.monotonic_ns() - started) / 1e6)
-        if stream:
-            result.first_chunk_ms.append((first[0] - started) / 1e6)
-    writer.close()
+def gateway(upstream_port: int, port: int, keys: Path, workers: str, cpu: str | None) -> subprocess.Popen:
+    env = {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": str(ROOT / "gateway/src"),
+        "SWITCHYARD_GATEWAY_BACKEND": "vllm",
+        "SWITCHYARD_GATEWAY_BACKEND_URL": f"http://127.0.0.1:{upstream_port}",
+        "SWITCHYARD_GATEWAY_MODEL": MODEL,
+        "SWITCHYARD_GATEWAY_API_KEYS_FILE": str(keys),
+        "SWITCHYARD_GATEWAY_PORT": str(port),
+        "SWITCHYARD_GATEWAY_WORKERS": workers,
+        "SWITCHYARD_GATEWAY_EMBEDDING_URL": "",
+        "SWITCHYARD_GATEWAY_RERANKER_URL": "",
+        # The access log as deployed (a line per request): part of the cost.
+        "SWITCHYARD_GATEWAY_LOG_LEVEL": "info",
+    }
+    command = [sys.executable, "-m", "switchyard_gateway"]
+    return start(pinned(cpu, command) if cpu else command, port, "/health", env)
 
 
-async def load(target: Target, stream: bool, concurrency: int, total: int) -> Result:
-    result = Result([], 0.0)
-    started = time.perf_counter()
-    per_worker = max(1, total // concurrency)
-    await asyncio.gather(*(worker(target, stream, per_worker, result) for _ in range(concurrency)))
-    result.seconds = time.perf_counter() - started
-    return result
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {root}/body;
+    proxy_temp_path {root}/proxy;
+    upstream backend {{ server 127.0.0.1:{upstream}; keepalive 256; }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}
+}}
+"""
+
+
+def nginx(upstream_port: int, port: int, root: Path) -> subprocess.Popen:
+    conf = root / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(root=root, upstream=upstream_port, port=port))
+    command = pinned(PROXY_CPU, [shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(root), "-c", str(conf)])
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("nginx did not come up")
 
 
 def litellm_proxy(upstream_port: int, port: int) -> subprocess.Popen:
@@ -146,98 +170,160 @@ def litellm_proxy(upstream_port: int, port: int) -> subprocess.Popen:
     )
     env = os.environ | {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False"}
     command = [str(LITELLM_VENV / "bin/litellm"), "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
-    return start(command, port, "/health/liveliness", env)
+    return start(pinned(PROXY_CPU, command), port, "/health/liveliness", env)
 
 
-def gateway(upstream_port: int, port: int, keys: Path) -> subprocess.Popen:
-    env = {
-        "PATH": os.environ["PATH"],
-        "PYTHONPATH": str(ROOT / "gateway/src"),
-        "SWITCHYARD_GATEWAY_BACKEND": "vllm",
-        "SWITCHYARD_GATEWAY_BACKEND_URL": f"http://127.0.0.1:{upstream_port}",
-        "SWITCHYARD_GATEWAY_MODEL": MODEL,
-        "SWITCHYARD_GATEWAY_API_KEYS_FILE": str(keys),
-        "SWITCHYARD_GATEWAY_PORT": str(port),
-        "SWITCHYARD_GATEWAY_EMBEDDING_URL": "",
-        "SWITCHYARD_GATEWAY_RERANKER_URL": "",
-        "SWITCHYARD_GATEWAY_LOG_LEVEL": "warning",
-    }
-    return start([sys.executable, "-m", "switchyard_gateway"], port, "/health", env)
+def request_body(stream: bool) -> bytes:
+    return b'{"model":"%s","messages":[{"role":"user","content":"Say ok"}],"max_tokens":16,"stream":%s}' % (
+        MODEL.encode(),
+        b"true" if stream else b"false",
+    )
 
 
-async def measure(targets: list[Target], requests: int, stream_requests: int) -> None:
-    rows: dict[tuple[str, bool, int], Result] = {}
-    for target in targets:
-        await load(target, False, 16, 300)  # warm-up: connections, caches
-        for concurrency in CONCURRENCY:
-            rows[target.name, False, concurrency] = await load(target, False, concurrency, requests)
-            rows[target.name, True, concurrency] = await load(target, True, concurrency, stream_requests)
+def wrk_script(target: Target, stream: bool, directory: Path) -> Path:
+    headers = "".join(f'wrk.headers["{name}"] = "{value}"\n' for name, value in target.headers.items())
+    body = request_body(stream).decode().replace("'", "\\'")
+    script = directory / f"{target.name}-{'stream' if stream else 'plain'}.lua"
+    script.write_text(
+        f'wrk.method = "POST"\nwrk.body = \'{body}\'\nwrk.headers["content-type"] = "application/json"\n{headers}'
+    )
+    return script
 
-    print("\nNon-streaming chat completions (ms; 'added' = this target's percentile minus direct's)")
-    print("| target | conc | req/s | p50 | p99 | added p50 | added p99 | req/s vs LiteLLM |")
-    print("|---|---|---|---|---|---|---|---|")
-    for concurrency in CONCURRENCY:
-        direct = rows["direct", False, concurrency]
-        litellm = rows.get(("litellm", False, concurrency))
+
+def _milliseconds(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(number) * UNITS[unit]
+
+
+def wrk(target: Target, stream: bool, connections: int, seconds: int, directory: Path) -> Load:
+    """wrk on the load CPU; fails on any error or non-2xx answer (a fast error is no result)."""
+    command = pinned(LOAD_CPU, ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s",
+                                "-s", str(wrk_script(target, stream, directory)),
+                                f"http://127.0.0.1:{target.port}/v1/chat/completions"])  # fmt: skip
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    if "Non-2xx" in output or "Socket errors" in output:
+        raise SystemExit(f"{target.name}: errors under load\n{output}")
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.M))
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    return Load(rate, _milliseconds(latency["50"]), _milliseconds(latency["99"]))
+
+
+async def stream_delays(port: int, headers: dict[str, str], clients: int, streams_each: int) -> list[float]:
+    """Per-chunk delay (ms) from the upstream's write (its stamp) to this client's read."""
+    delays: list[float] = []
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    body = request_body(True)
+    request = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+        f"{head}content-length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+    async def client() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(streams_each):
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(head.decode())
+            while True:
+                size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+                data = await reader.readexactly(size + 2)
+                now = time.monotonic_ns()
+                if size == 0:
+                    break
+                delays.extend((now - int(stamp)) / 1e6 for stamp in STAMP.findall(data))
+        writer.close()
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return delays
+
+
+def per_core(targets: list[Target], seconds: int, directory: Path) -> None:
+    plain = {(t.name, c): wrk(t, False, c, seconds, directory) for t in targets for c in PLAIN_CONCURRENCY}
+    streamed = {(t.name, c): wrk(t, True, c, seconds, directory) for t in targets for c in STREAM_CONCURRENCY}
+    print(f"\n1. Per core ({'/'.join(t.name for t in targets[1:])} pinned to CPU {PROXY_CPU}; upstream and wrk on "
+          f"CPU {LOAD_CPU}; {seconds} s each)")  # fmt: skip
+    print("\nNon-streamed chat completions (latency in ms; added = minus direct's)")
+    print("| target | conc | req/s | p50 | p99 | added p50 | added p99 |")
+    print("|---|---|---|---|---|---|---|")
+    for concurrency in PLAIN_CONCURRENCY:
+        direct = plain["direct", concurrency]
         for target in targets:
-            row = rows[target.name, False, concurrency]
-            rate = len(row.latencies_ms) / row.seconds
-            versus = f"{rate / (len(litellm.latencies_ms) / litellm.seconds):.2f}x" if litellm else "-"
-            p50, p99 = percentile(row.latencies_ms, 50), percentile(row.latencies_ms, 99)
-            added50, added99 = p50 - percentile(direct.latencies_ms, 50), p99 - percentile(direct.latencies_ms, 99)
-            print(
-                f"| {target.name} | {concurrency} | {rate:.0f} | {p50:.2f} | {p99:.2f} | "
-                f"{added50:+.2f} | {added99:+.2f} | {versus} |"
-            )
-
-    print(f"\nStreaming ({CHUNKS} chunks, one every {CHUNK_INTERVAL_MS} ms; delay = written upstream -> read here)")
-    print("| target | conc | first chunk p50 | p99 | chunk delay p50 | p99 | max | added per chunk p50 | p99 |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for concurrency in CONCURRENCY:
-        direct = rows["direct", True, concurrency]
+            row = plain[target.name, concurrency]
+            print(f"| {target.name} | {concurrency} | {row.rate:,.0f} | {row.p50:.2f} | {row.p99:.2f} | "
+                  f"{row.p50 - direct.p50:+.2f} | {row.p99 - direct.p99:+.2f} |")  # fmt: skip
+    print(f"\nStreamed chat completions ({CHUNKS} chunks each, written back to back)")
+    print("| target | conc | streams/s | chunks/s | p50 ms | p99 ms |")
+    print("|---|---|---|---|---|---|")
+    for concurrency in STREAM_CONCURRENCY:
         for target in targets:
-            row = rows[target.name, True, concurrency]
-            delays = row.chunk_delays_ms
-            print(
-                f"| {target.name} | {concurrency} | "
-                f"{percentile(row.first_chunk_ms, 50):.2f} | {percentile(row.first_chunk_ms, 99):.2f} | "
-                f"{percentile(delays, 50):.3f} | {percentile(delays, 99):.3f} | {max(delays):.2f} | "
-                f"{percentile(delays, 50) - percentile(direct.chunk_delays_ms, 50):+.3f} | "
-                f"{percentile(delays, 99) - percentile(direct.chunk_delays_ms, 99):+.3f} |"
-            )
+            row = streamed[target.name, concurrency]
+            print(f"| {target.name} | {concurrency} | {row.rate:,.0f} | {row.rate * CHUNKS:,.0f} | "
+                  f"{row.p50:.2f} | {row.p99:.2f} |")  # fmt: skip
+
+
+def delay_row(name: str, delays: list[float], direct: list[float]) -> str:
+    p50, p99 = percentile(delays, 50), percentile(delays, 99)
+    added50, added99 = p50 - percentile(direct, 50), p99 - percentile(direct, 99)
+    return f"| {name} | {len(delays):,} | {p50:.3f} | {p99:.3f} | {max(delays):.2f} | {added50:+.3f} | {added99:+.3f} |"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=3000, help="non-streaming requests per concurrency level")
-    parser.add_argument("--stream-requests", type=int, default=320, help="streamed requests per concurrency level")
-    parser.add_argument("--skip-litellm", action="store_true", help="measure direct and the gateway only")
+    parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
+    parser.add_argument("--skip-litellm", action="store_true", help="leave LiteLLM out")
     args = parser.parse_args()
+    if os.cpu_count() < 2 or not shutil.which("wrk") or not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()):
+        raise SystemExit("needs 2 CPUs, wrk and nginx (make bench-gateway installs them)")
 
     processes: list[subprocess.Popen] = []
-    try:
-        upstream_port = free_port()
-        upstream = [sys.executable, str(ROOT / "scripts/bench/fast_upstream.py"), str(upstream_port),
-                    str(CHUNKS), str(CHUNK_INTERVAL_MS)]  # fmt: skip
-        processes.append(start(upstream, upstream_port, "/health"))
-        keys = LITELLM_VENV.parent / "gateway-keys"
-        keys.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as scratch:
+        directory = Path(scratch)
+        keys = directory / "keys"
         keys.write_text(KEY + "\n")
         keys.chmod(0o600)
-        gateway_port = free_port()
-        processes.append(gateway(upstream_port, gateway_port, keys))
         auth = {"authorization": f"Bearer {KEY}"}
-        targets = [Target("direct", upstream_port), Target("gateway", gateway_port, auth)]
-        if not args.skip_litellm:
-            litellm_port = free_port()
-            processes.append(litellm_proxy(upstream_port, litellm_port))
-            targets.append(Target("litellm", litellm_port, auth))
-        print(f"{os.cpu_count()} CPUs; upstream, proxies and this client share them", file=sys.stderr)
-        uvloop.run(measure(targets, args.requests, args.stream_requests))
-    finally:
-        for process in processes:
-            process.terminate()
-            process.wait(timeout=10)
+        try:
+            fast, drip, slow = free_port(), free_port(), free_port()
+            processes += [upstream(fast, 0), upstream(drip, 1), upstream(slow, 20)]
+            ports = {name: free_port() for name in ("nginx", "gateway", "all", "slow", "litellm")}
+            proxies = [nginx(fast, ports["nginx"], directory), gateway(fast, ports["gateway"], keys, "1", PROXY_CPU)]
+            processes += proxies
+            targets = [Target("direct", fast), Target("nginx", ports["nginx"]),
+                       Target("gateway", ports["gateway"], auth)]  # fmt: skip
+            if not args.skip_litellm:
+                proxies.append(litellm_proxy(fast, ports["litellm"]))
+                processes.append(proxies[-1])
+                targets.append(Target("litellm", ports["litellm"], auth))
+            per_core(targets, args.seconds, directory)
+            for process in proxies:  # the pinned proxies give their CPU back
+                process.terminate()
+                process.wait(timeout=30)
+                processes.remove(process)
+
+            processes.append(gateway(drip, ports["all"], keys, "0", None))
+            processes.append(gateway(slow, ports["slow"], keys, "1", None))
+            workers = httpx.get(f"http://127.0.0.1:{ports['all']}/config", headers=auth).json()["workers"]
+            print(f"\n2. All workers ({workers}): 256 clients x 2 streams x {CHUNKS} chunks, 1 ms apart "
+                  "(delay in ms, upstream write -> client read)")  # fmt: skip
+            print("| target | chunks | p50 | p99 | max | added p50 | added p99 |")
+            print("|---|---|---|---|---|---|---|")
+            direct = uvloop.run(stream_delays(drip, {}, 256, 2))
+            through = uvloop.run(stream_delays(ports["all"], auth, 256, 2))
+            print(delay_row("direct", direct, direct))
+            print(delay_row("gateway", through, direct))
+
+            print(f"\n3. Nothing held: one client, {CHUNKS} chunks 20 ms apart, 10 streams (delay in ms)")
+            print("| target | chunks | p50 | p99 | max | added p50 | added p99 |")
+            print("|---|---|---|---|---|---|---|")
+            direct = uvloop.run(stream_delays(slow, {}, 1, 10))
+            through = uvloop.run(stream_delays(ports["slow"], auth, 1, 10))
+            print(delay_row("direct", direct, direct))
+            print(delay_row("gateway", through, direct))
+        finally:
+            for process in processes:
+                process.terminate()
+                process.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 
-from fastapi import Request
+from starlette.requests import Request
 
 from .errors import GatewayError
 
@@ -26,8 +26,8 @@ def key_is_valid(presented: str, keys: tuple[str, ...]) -> bool:
     return matched
 
 
-async def require_key(request: Request) -> None:
-    """FastAPI dependency for every route behind auth."""
+def require_key(request: Request) -> None:
+    """Called first by every route behind auth."""
     settings = request.app.state.settings
     if not settings.auth:
         return
@@ -42,7 +42,7 @@ async def require_key(request: Request) -> None:
         raise GatewayError(401, "Incorrect API key provided.", "invalid_api_key")
 
 
-async def require_key_for_status(request: Request) -> None:
+def require_key_for_status(request: Request) -> None:
     """For /health/deep, /metrics and /config: they show how the service is built."""
     if request.app.state.settings.status_requires_key:
-        await require_key(request)
+        require_key(request)

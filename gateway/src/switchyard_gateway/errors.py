@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 
-from fastapi import Request
-from fastapi.responses import Response
+import orjson
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
 
 _TYPES = {
     400: "invalid_request_error",
@@ -46,14 +46,14 @@ def error_body(status: int, message: str, code: str, param: str | None = None) -
 
 
 def error_response(error: GatewayError) -> Response:
-    body = json.dumps(error_body(error.status, error.message, error.code, error.param))
+    body = orjson.dumps(error_body(error.status, error.message, error.code, error.param))
     return Response(body, status_code=error.status, media_type="application/json", headers=error.headers)
 
 
 def upstream_error_body(status: int, content: bytes) -> dict:
     """An upstream's own error body, reshaped when it is not OpenAI-shaped already."""
     try:
-        body = json.loads(content)
+        body = orjson.loads(content)
     except ValueError:
         body = None
     if not (isinstance(body, dict) and isinstance(body.get("error"), dict)):
@@ -64,7 +64,9 @@ def upstream_error_body(status: int, content: bytes) -> dict:
 
 def upstream_error_response(status: int, content: bytes) -> Response:
     """An upstream's own error, passed on."""
-    return Response(json.dumps(upstream_error_body(status, content)), status_code=status, media_type="application/json")
+    return Response(
+        orjson.dumps(upstream_error_body(status, content)), status_code=status, media_type="application/json"
+    )
 
 
 async def on_gateway_error(_request: Request, error: GatewayError) -> Response:

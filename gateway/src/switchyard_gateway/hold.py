@@ -2,11 +2,12 @@
 
 The llm role leaves a mark file (settings.switch_mark) for the time of a backend restart,
 `{"to": <target backend>, "until": <unix time>}`: from then on new generation requests wait,
-while the ones already forwarded finish (the role waits for `forwarding` to reach 0 before
-it stops the backend), and go on with the settings the switch brings (reload.py) once the
-mark is gone. A refused connection (a crash, a restart the role did not announce) is waited
-out the same way. A request waits at most settings.switch_hold_s, then gets 503 with
-Retry-After. A mark past its `until` is one a run left behind when it died: ignored.
+while the ones already forwarded finish (the role waits for `forwarding`, summed over the
+workers by metrics.py, to reach 0 before it stops the backend), and go on with the settings
+the switch brings (reload.py) once the mark is gone. A refused connection (a crash, a
+restart the role did not announce) is waited out the same way. A request waits at most
+settings.switch_hold_s, then gets 503 with Retry-After. A mark past its `until` is one a run
+left behind when it died: ignored.
 """
 
 from __future__ import annotations
@@ -21,14 +22,6 @@ from .settings import Settings
 POLL_S = 0.1
 
 logger = logging.getLogger("switchyard_gateway.hold")
-
-
-class SwitchState:
-    """What the llm role drains before it stops the backend: requests forwarded to it and
-    not yet answered in full."""
-
-    def __init__(self) -> None:
-        self.forwarding = 0
 
 
 def switching_to(settings: Settings) -> str | None:

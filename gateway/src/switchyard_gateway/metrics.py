@@ -1,13 +1,27 @@
-"""Prometheus metrics, in a registry owned by the app (no process-wide globals)."""
+"""Prometheus metrics, in a registry owned by the app (no process-wide globals).
+
+With several workers (serve.py) every worker writes its values to files under
+PROMETHEUS_MULTIPROC_DIR and /metrics, answered by any one of them, adds up all of them:
+prometheus_client's multiprocess mode. Requests forwarded and not yet answered are a gauge
+summed over the live workers, since a switch drains all of them.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+FORWARDING = "switchyard_gateway_forwarding"
+
+
+def multiprocess_dir() -> str | None:
+    """Where the workers' values are, when there are several workers."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
 class Metrics:
@@ -38,10 +52,25 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+        self.forwarding = Gauge(
+            FORWARDING,
+            "Generation requests forwarded to the backend and not yet answered in full.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        # labels() takes a lock and builds a key on every call: each label set is looked up once.
+        self._requests: dict[tuple[str, int], Any] = {}
+        self._latency: dict[str, Any] = {}
 
     def observe(self, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
+        requests = self._requests.get((route, status))
+        if requests is None:
+            requests = self._requests[route, status] = self.requests.labels(route, str(status))
+        latency = self._latency.get(route)
+        if latency is None:
+            latency = self._latency[route] = self.latency.labels(route)
+        requests.inc()
+        latency.observe(seconds)
 
     def count_usage(self, usage: Any) -> None:
         if not isinstance(usage, dict):
@@ -51,5 +80,20 @@ class Metrics:
             if isinstance(count, int) and count > 0:
                 self.tokens.labels(kind).inc(count)
 
+    def _exposed(self) -> CollectorRegistry:
+        directory = multiprocess_dir()
+        if directory is None:
+            return self.registry
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=directory)
+        return registry
+
+    def forwarding_now(self) -> int:
+        """Requests forwarded and not yet answered, in all workers."""
+        for family in self._exposed().collect():
+            if family.name == FORWARDING:
+                return int(sum(sample.value for sample in family.samples))
+        return 0
+
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self._exposed())

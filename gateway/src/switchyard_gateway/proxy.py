@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Callable
-from functools import partial
 from typing import Any
 
-import anyio
-import httpx
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response, StreamingResponse
+import aiohttp
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
 
-from . import hold, reasoning
+from . import hold, reasoning, rewrite
 from .auth import require_key
 from .errors import GatewayError, upstream_error_body, upstream_error_response
-from .metrics import Metrics
 from .models import ModelRoute
-from .upstream import UpstreamStreamingResponse, error_event, open_stream, raw_response, read_body, relay_events
-
-router = APIRouter(dependencies=[Depends(require_key)])
+from .upstream import (
+    UpstreamStreamingResponse,
+    error_event,
+    let_go,
+    open_stream,
+    raw_response,
+    read_body,
+    relay_events,
+)
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # How often a stream that waits for the backend says so (an SSE comment), well inside the
@@ -42,7 +46,7 @@ async def read_json(request: Request) -> dict[str, Any]:
         if len(body) > limit:
             raise too_large
     try:
-        parsed = json.loads(body)
+        parsed = orjson.loads(body)
     except ValueError as error:
         raise GatewayError(400, f"Request body is not valid JSON: {error}.", "invalid_json") from None
     if not isinstance(parsed, dict):
@@ -52,47 +56,12 @@ async def read_json(request: Request) -> dict[str, Any]:
 
 def _upstream_headers(request: Request) -> dict[str, str]:
     # The client's API key stays here: upstreams get the request id only.
-    return {"content-type": "application/json", "x-request-id": request.state.request_id}
-
-
-def _rewrite(data: str | bytes, route: ModelRoute, edit: Callable[[dict[str, Any]], None], metrics: Metrics) -> str:
-    """A JSON object from the backend, under the public model name and edited; anything else
-    is passed on as it came."""
-    try:
-        body = json.loads(data)
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        return data if isinstance(data, str) else data.decode("utf-8", "replace")
-    if "model" in body:
-        body["model"] = route.public
-    edit(body)
-    metrics.count_usage(body.get("usage"))
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-
-
-def _stream_edit(normalizer: reasoning.StreamNormalizer | None) -> Callable[[dict[str, Any]], None]:
-    def edit(chunk: dict[str, Any]) -> None:
-        if normalizer is not None:
-            for choice in chunk.get("choices") or ():
-                normalizer.delta(choice)
-
-    return edit
-
-
-def _completion_edit(chat: bool) -> Callable[[dict[str, Any]], None]:
-    def edit(body: dict[str, Any]) -> None:
-        if chat:
-            for choice in body.get("choices") or ():
-                if isinstance(choice.get("message"), dict):
-                    reasoning.normalize_message(choice["message"])
-
-    return edit
+    return {"content-type": "application/json", "x-request-id": request.scope["state"]["request_id"]}
 
 
 async def _open_once(
     request: Request, path: str, body: dict[str, Any], chat: bool
-) -> tuple[httpx.Response, ModelRoute]:
+) -> tuple[aiohttp.ClientResponse, ModelRoute]:
     """The backend's response to `body` (status and headers), under the settings in force now;
     503 while a switch is in progress, or the backend refuses the connection or is not ready."""
     state = request.app.state
@@ -106,41 +75,48 @@ async def _open_once(
             headers={"Retry-After": str(settings.retry_after)},
         )
     route = state.catalog.chat(body.get("model"))
-    request.state.model = route.public
+    request.scope["state"]["model"] = route.public
     attempt = {**body, "model": route.upstream}
     if chat:
         reasoning.adapt_request(attempt, settings.thinking_switch)
-    payload = json.dumps(attempt, ensure_ascii=False).encode()
-    upstream = await open_stream(
-        state.client,
-        "backend",
-        settings.backend_url + path,
-        payload,
-        _upstream_headers(request),
-        settings,
-        state.metrics,
-    )
-    if upstream.status_code == 503:
-        # Up but not serving yet (llama-server answers 503 while it loads the model).
-        content = await read_body(upstream, "backend", settings, state.metrics)
-        error = upstream_error_body(503, content)["error"]
-        raise GatewayError(
-            503, str(error["message"]), "backend_unavailable", headers={"Retry-After": str(settings.retry_after)}
+    payload = orjson.dumps(attempt)
+    # Counted from before the request leaves, with no wait since the mark was read: a switch
+    # that has just left its mark drains this request too (a non-streamed answer sends its
+    # headers only when it is complete).
+    state.metrics.forwarding.inc()
+    try:
+        upstream = await open_stream(
+            state.client,
+            "backend",
+            settings.backend_url + path,
+            payload,
+            _upstream_headers(request),
+            settings,
+            state.metrics,
         )
-    state.switch.forwarding += 1
+        if upstream.status == 503:
+            # Up but not serving yet (llama-server answers 503 while it loads the model).
+            content = await read_body(upstream, "backend", settings, state.metrics)
+            error = upstream_error_body(503, content)["error"]
+            raise GatewayError(
+                503, str(error["message"]), "backend_unavailable", headers={"Retry-After": str(settings.retry_after)}
+            )
+    except BaseException:
+        state.metrics.forwarding.dec()
+        raise
     return upstream, route
 
 
 def _closed(request: Request) -> Callable[[], None]:
     def closed() -> None:
-        request.app.state.switch.forwarding -= 1
+        request.app.state.metrics.forwarding.dec()
 
     return closed
 
 
 async def _open_backend(
     request: Request, path: str, body: dict[str, Any], chat: bool, until: float
-) -> tuple[httpx.Response, ModelRoute]:
+) -> tuple[aiohttp.ClientResponse, ModelRoute]:
     """As _open_once, waiting out a switch or a refused connection until `until`."""
     while True:
         try:
@@ -172,24 +148,17 @@ async def _held_stream(
             yield b": waiting for the backend\n\n"
         await asyncio.sleep(hold.POLL_S)
     try:
-        if upstream.status_code >= 400:
+        if upstream.status >= 400:
             content = await read_body(upstream, "backend", state.settings, state.metrics)
-            error = upstream_error_body(upstream.status_code, content)["error"]
-            yield error_event(upstream.status_code, error["message"], error["code"])
+            error = upstream_error_body(upstream.status, content)["error"]
+            yield error_event(upstream.status, error["message"], error["code"])
             return
-        async for event in relay_events(
-            upstream, "backend", _stream_rewrite(route, chat, state.metrics), state.metrics
-        ):
-            yield event
+        rewriter = rewrite.StreamRewriter(route, chat, state.metrics)
+        async for events in relay_events(upstream, "backend", rewriter, state.metrics):
+            yield events
     finally:
-        with anyio.CancelScope(shield=True):
-            await upstream.aclose()
-        state.switch.forwarding -= 1
-
-
-def _stream_rewrite(route: ModelRoute, chat: bool, metrics: Metrics) -> Callable[[str], str]:
-    normalizer = reasoning.StreamNormalizer() if chat else None
-    return partial(_rewrite, route=route, edit=_stream_edit(normalizer), metrics=metrics)
+        let_go(upstream)
+        state.metrics.forwarding.dec()
 
 
 async def _generate(request: Request, path: str, chat: bool) -> Response:
@@ -202,10 +171,10 @@ async def _generate(request: Request, path: str, chat: bool) -> Response:
         try:
             content = await read_body(upstream, "backend", state.settings, state.metrics)
         finally:
-            state.switch.forwarding -= 1
-        if upstream.status_code >= 400:
-            return upstream_error_response(upstream.status_code, content)
-        return Response(_rewrite(content, route, _completion_edit(chat), state.metrics), media_type="application/json")
+            state.metrics.forwarding.dec()
+        if upstream.status >= 400:
+            return upstream_error_response(upstream.status, content)
+        return Response(rewrite.completion(content, route, chat, state.metrics), media_type="application/json")
     try:
         upstream, route = await _open_once(request, path, body, chat)
     except GatewayError as error:
@@ -213,30 +182,32 @@ async def _generate(request: Request, path: str, chat: bool) -> Response:
             raise
         held = _held_stream(request, path, body, chat, until)
         return StreamingResponse(held, media_type="text/event-stream", headers=_SSE_HEADERS)
-    if upstream.status_code >= 400:
+    if upstream.status >= 400:
         try:
             return upstream_error_response(
-                upstream.status_code, await read_body(upstream, "backend", state.settings, state.metrics)
+                upstream.status, await read_body(upstream, "backend", state.settings, state.metrics)
             )
         finally:
-            state.switch.forwarding -= 1
-    events = relay_events(upstream, "backend", _stream_rewrite(route, chat, state.metrics), state.metrics)
+            state.metrics.forwarding.dec()
+    rewriter = rewrite.StreamRewriter(route, chat, state.metrics)
+    events = relay_events(upstream, "backend", rewriter, state.metrics)
     return UpstreamStreamingResponse(
         upstream, events, on_close=_closed(request), media_type="text/event-stream", headers=_SSE_HEADERS
     )
 
 
-@router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
+    require_key(request)
     return await _generate(request, "/v1/chat/completions", chat=True)
 
 
-@router.post("/v1/completions")
 async def completions(request: Request) -> Response:
+    require_key(request)
     return await _generate(request, "/v1/completions", chat=False)
 
 
 async def _pooling(request: Request, service: str, path: str) -> Response:
+    require_key(request)
     state = request.app.state
     settings = state.settings
     base_url = getattr(settings, f"{service}_url")
@@ -244,26 +215,32 @@ async def _pooling(request: Request, service: str, path: str) -> Response:
         raise GatewayError(404, f"No {service} service is configured on this host.", f"{service}_not_configured")
     body = await read_json(request)
     route = getattr(state.catalog, service)(body.get("model"))
-    request.state.model = route.public
+    request.scope["state"]["model"] = route.public
     body["model"] = route.upstream
-    payload = json.dumps(body, ensure_ascii=False).encode()
+    payload = orjson.dumps(body)
     upstream = await open_stream(
         state.client, service, base_url + path, payload, _upstream_headers(request), settings, state.metrics
     )
     return raw_response(upstream)
 
 
-@router.post("/v1/embeddings")
 async def embeddings(request: Request) -> Response:
     return await _pooling(request, "embedding", "/v1/embeddings")
 
 
-@router.post("/v1/rerank")
-@router.post("/rerank")
 async def rerank(request: Request) -> Response:
     return await _pooling(request, "reranker", "/v1/rerank")
 
 
-@router.post("/v1/score")
 async def score(request: Request) -> Response:
     return await _pooling(request, "reranker", "/v1/score")
+
+
+routes = [
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/completions", completions, methods=["POST"]),
+    Route("/v1/embeddings", embeddings, methods=["POST"]),
+    Route("/v1/rerank", rerank, methods=["POST"]),
+    Route("/rerank", rerank, methods=["POST"]),
+    Route("/v1/score", score, methods=["POST"]),
+]

@@ -123,6 +123,9 @@ class ThinkTagSplitter:
         content, self.pending = self.pending, ""
         return reasoning, content
 
+    def settled(self) -> bool:
+        return self.state == "answer" and not self.pending
+
     def flush(self) -> tuple[str, str]:
         pending, self.pending = self.pending, ""
         return (pending, "") if self.state == "thinking" else ("", pending)
@@ -141,6 +144,12 @@ class StreamNormalizer:
 
     def __init__(self) -> None:
         self._splitters: dict[int, ThinkTagSplitter] = {}
+
+    def settled(self) -> bool:
+        """Whether the one choice so far is in its answer with nothing held back: from then on
+        a chunk without reasoning fields passes unchanged."""
+        splitter = self._splitters.get(0)
+        return len(self._splitters) == 1 and splitter is not None and splitter.settled()
 
     def delta(self, choice: dict[str, Any]) -> None:
         delta = choice.get("delta")

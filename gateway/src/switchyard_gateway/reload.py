@@ -10,31 +10,52 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
-from fastapi import FastAPI
+from starlette.applications import Starlette
 
 from .models import ModelCatalog
-from .settings import SettingsError, load, read_env_file
+from .settings import Settings, SettingsError, load, read_env_file
 
 logger = logging.getLogger("switchyard_gateway.reload")
 
-FIXED_AT_START = ("host", "port", "connect_timeout", "read_timeout", "max_connections", "log_level")
+FIXED_AT_START = ("host", "port", "connect_timeout", "read_timeout", "max_connections", "workers", "log_level")
 
 
-def reload_settings(app: FastAPI) -> None:
-    """New settings from the environment and the reload file; on any error the settings in
-    use stay, and the log says why."""
-    current = app.state.settings
-    try:
-        env = dict(os.environ) | (read_env_file(Path(current.reload_file)) if current.reload_file else {})
-        new = load(env)
-    except SettingsError as error:
-        logger.error("settings not reloaded, the ones in use stay: %s", error)
-        return
+def read_settings(current: Settings) -> Settings:
+    """The settings as the environment and the reload file say now, with the ones fixed at
+    start kept; raises SettingsError."""
+    env = dict(os.environ) | (read_env_file(Path(current.reload_file)) if current.reload_file else {})
+    new = load(env)
     pending = [name for name in FIXED_AT_START if getattr(new, name) != getattr(current, name)]
     if pending:
         logger.warning("%s changed: they take effect at the next restart", ", ".join(pending))
-    app.state.settings = new
-    app.state.catalog = ModelCatalog(new)
+    return replace(new, **{name: getattr(current, name) for name in FIXED_AT_START})
+
+
+def catch_up(app: Starlette) -> None:
+    """At a worker's start, once its SIGHUP handler is in place: the settings read again, so
+    that a reload asked for while it started, or before it replaced a worker that died, is
+    not lost."""
+    try:
+        _apply(app, read_settings(app.state.settings))
+    except SettingsError as error:
+        logger.error("the settings files are not valid, this worker starts with the first ones: %s", error)
+
+
+def reload_settings(app: Starlette) -> None:
+    """New settings from the environment and the reload file; on any error the settings in
+    use stay, and the log says why."""
+    try:
+        new = read_settings(app.state.settings)
+    except SettingsError as error:
+        logger.error("settings not reloaded, the ones in use stay: %s", error)
+        return
+    _apply(app, new)
     logger.info("settings reloaded: the %s backend, %d API keys", new.backend, len(new.api_keys))
+
+
+def _apply(app: Starlette, settings: Settings) -> None:
+    app.state.settings = settings
+    app.state.catalog = ModelCatalog(settings)

@@ -16,6 +16,9 @@ PREFIX = "SWITCHYARD_GATEWAY_"
 # How a backend turns Qwen3's thinking off: its chat template's enable_thinking, or
 # reasoning_effort "none" (Ollama's OpenAI endpoint).
 THINKING_SWITCHES = ("chat_template_kwargs", "reasoning_effort")
+# Workers beyond a few add memory (an app and an upstream pool each) and little throughput:
+# one core of Python relays thousands of requests or tens of thousands of chunks a second.
+AUTO_WORKERS_CAP = 8
 
 
 class SettingsError(ValueError):
@@ -58,6 +61,9 @@ class Settings:
     # failing: the llm role leaves it for the time of a backend restart (hold.py).
     switch_mark: str = ""
     switch_hold_s: float = 180.0
+    # Worker processes on the one socket (serve.py); 0 in the environment: one per core
+    # this process may run on, at most AUTO_WORKERS_CAP.
+    workers: int = 1
     host: str = "127.0.0.1"
     port: int = 8080
     log_level: str = "info"
@@ -80,6 +86,12 @@ def _number(name: str, raw: str, kind: type[int] | type[float]) -> int | float:
     if value <= 0:
         raise SettingsError(f"{PREFIX}{name}={raw!r}: must be above 0")
     return value
+
+
+def _workers(raw: str) -> int:
+    if raw.strip() == "0":
+        return min(len(os.sched_getaffinity(0)), AUTO_WORKERS_CAP)
+    return int(_number("WORKERS", raw, int))
 
 
 def _names(raw: str) -> tuple[str, ...]:
@@ -171,6 +183,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         reload_file=get("RELOAD_FILE"),
         switch_mark=get("SWITCH_MARK"),
         switch_hold_s=_number("SWITCH_HOLD_S", get("SWITCH_HOLD_S", str(Settings.switch_hold_s)), float),
+        workers=_workers(get("WORKERS", str(Settings.workers))),
         host=get("HOST", Settings.host),
         port=int(_number("PORT", get("PORT", str(Settings.port)), int)),
         log_level=get("LOG_LEVEL", Settings.log_level).lower(),

@@ -8,18 +8,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
+import aiohttp
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from . import __version__, hold
 from .auth import require_key, require_key_for_status
 from .metrics import CONTENT_TYPE
 from .settings import Settings
-
-health_router = APIRouter()
-status_router = APIRouter(dependencies=[Depends(require_key_for_status)])
-api_router = APIRouter(dependencies=[Depends(require_key)])
 
 
 def upstreams(settings: Settings) -> dict[str, tuple[str, str]]:
@@ -32,20 +29,30 @@ def upstreams(settings: Settings) -> dict[str, tuple[str, str]]:
     return found
 
 
-async def probe(client: httpx.AsyncClient, base: str, model: str, timeout: float) -> dict[str, Any]:
+async def _get_json(client: aiohttp.ClientSession, url: str, timeout: float) -> tuple[int, Any]:
+    """(status, parsed JSON body or None)."""
+    async with client.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+        content = await response.read()
+        try:
+            return response.status, json.loads(content)
+        except ValueError:
+            return response.status, None
+
+
+async def probe(client: aiohttp.ClientSession, base: str, model: str, timeout: float) -> dict[str, Any]:
     """Whether an upstream serves: its /v1/models answers and lists the model it should serve
     (a server that is up with another model, or none loaded yet, is not serving)."""
     started = time.perf_counter()
     try:
-        response = await client.get(base + "/v1/models", timeout=timeout)
-        served = [entry.get("id") for entry in response.json().get("data", [])] if response.status_code == 200 else []
-    except httpx.HTTPError as error:
+        status, body = await _get_json(client, base + "/v1/models", timeout)
+        served = [entry.get("id") for entry in body.get("data", [])] if status == 200 else []
+    except (aiohttp.ClientError, TimeoutError) as error:
         outcome: dict[str, Any] = {"status": "down", "error": type(error).__name__}
-    except (ValueError, AttributeError, TypeError):
+    except (AttributeError, TypeError):
         outcome = {"status": "unhealthy", "error": "/v1/models is not an OpenAI model list"}
     else:
-        if response.status_code != 200:
-            outcome = {"status": "unhealthy", "http_status": response.status_code}
+        if status != 200:
+            outcome = {"status": "unhealthy", "http_status": status}
         elif model and model not in served:
             outcome = {"status": "unhealthy", "error": f"serves {served}, not {model!r}"}
         else:
@@ -54,15 +61,14 @@ async def probe(client: httpx.AsyncClient, base: str, model: str, timeout: float
     return outcome
 
 
-@health_router.get("/health")
-async def health(request: Request) -> dict[str, Any]:
+async def health(request: Request) -> JSONResponse:
     """Up, or switching: then also the target and how many forwarded requests are still
     running (the llm role waits for none before it stops the backend)."""
     state = request.app.state
     target = hold.switching_to(state.settings)
     if target is None:
-        return {"status": "ok"}
-    return {"status": "switching", "to": target, "forwarding": state.switch.forwarding}
+        return JSONResponse({"status": "ok"})
+    return JSONResponse({"status": "switching", "to": target, "forwarding": state.metrics.forwarding_now()})
 
 
 def gpu_status(path: str) -> dict[str, Any]:
@@ -79,11 +85,11 @@ def gpu_status(path: str) -> dict[str, Any]:
     return {key: found.get(key) for key in ("status", "checked_at", "driver_version", "problems")}
 
 
-@status_router.get("/health/deep")
 async def health_deep(request: Request) -> JSONResponse:
     """Every upstream probed at once; 503 when the backend is not serving, since then no
     generation can succeed. A down embedding or reranker, or a GPU check that fails, makes
     the answer `degraded`."""
+    require_key_for_status(request)
     state = request.app.state
     settings = state.settings
     targets = upstreams(settings)
@@ -105,56 +111,69 @@ async def health_deep(request: Request) -> JSONResponse:
     return JSONResponse({"status": overall, **body}, status_code, headers=headers)
 
 
-@status_router.get("/metrics")
 async def metrics(request: Request) -> Response:
+    require_key_for_status(request)
     return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)
 
 
-@api_router.get("/v1/models")
-async def list_models(request: Request) -> dict[str, Any]:
+async def list_models(request: Request) -> JSONResponse:
+    require_key(request)
     created = request.app.state.started
-    return {
-        "object": "list",
-        "data": [
-            {"id": name, "object": "model", "created": created, "owned_by": "switchyard"}
-            for name in request.app.state.catalog.public_names
-        ],
-    }
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": [
+                {"id": name, "object": "model", "created": created, "owned_by": "switchyard"}
+                for name in request.app.state.catalog.public_names
+            ],
+        }
+    )
 
 
-async def backend_version(client: httpx.AsyncClient, settings: Settings) -> str | None:
+async def backend_version(client: aiohttp.ClientSession, settings: Settings) -> str | None:
     try:
-        response = await client.get(
-            settings.backend_url + settings.backend_version_path, timeout=settings.health_timeout
+        _status, body = await _get_json(
+            client, settings.backend_url + settings.backend_version_path, settings.health_timeout
         )
-        return str(response.json()[settings.backend_version_field])
-    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return str(body[settings.backend_version_field])
+    except (aiohttp.ClientError, TimeoutError, KeyError, TypeError):
         return None
 
 
-@status_router.get("/config")
-async def config(request: Request) -> dict[str, Any]:
+async def config(request: Request) -> JSONResponse:
     """The active set-up; keys are never part of it (only whether auth is on)."""
+    require_key_for_status(request)
     settings: Settings = request.app.state.settings
-    return {
-        "backend": settings.backend,
-        "models": {
-            "chat": settings.model,
-            "backend_name": settings.backend_model,
-            "aliases": list(settings.model_aliases),
-            "embedding": settings.embedding_model or None,
-            "reranker": settings.reranker_model or None,
-        },
-        "upstreams": {name: base for name, (base, _model) in upstreams(settings).items()},
-        "versions": {"gateway": __version__, "backend": await backend_version(request.app.state.client, settings)},
-        "auth": {
-            "enabled": settings.auth,
-            "keys": len(settings.api_keys),
-            "status_requires_key": settings.status_requires_key,
-        },
-        "limits": {
-            "max_body_bytes": settings.max_body_bytes,
-            "connect_timeout_s": settings.connect_timeout,
-            "read_timeout_s": settings.read_timeout,
-        },
-    }
+    return JSONResponse(
+        {
+            "backend": settings.backend,
+            "models": {
+                "chat": settings.model,
+                "backend_name": settings.backend_model,
+                "aliases": list(settings.model_aliases),
+                "embedding": settings.embedding_model or None,
+                "reranker": settings.reranker_model or None,
+            },
+            "upstreams": {name: base for name, (base, _model) in upstreams(settings).items()},
+            "versions": {"gateway": __version__, "backend": await backend_version(request.app.state.client, settings)},
+            "auth": {
+                "enabled": settings.auth,
+                "keys": len(settings.api_keys),
+                "status_requires_key": settings.status_requires_key,
+            },
+            "limits": {
+                "max_body_bytes": settings.max_body_bytes,
+                "connect_timeout_s": settings.connect_timeout,
+                "read_timeout_s": settings.read_timeout,
+            },
+        }
+    )
+
+
+routes = [
+    Route("/health", health, methods=["GET"]),
+    Route("/health/deep", health_deep, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+    Route("/config", config, methods=["GET"]),
+    Route("/v1/models", list_models, methods=["GET"]),
+]

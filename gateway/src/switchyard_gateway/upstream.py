@@ -1,16 +1,21 @@
-"""Talking to the upstream services: one pooled client, transport failures mapped to the
-client-facing errors, and responses passed on without buffering when they can be."""
+"""Talking to the upstream services: one pooled aiohttp client, transport failures mapped to
+the client-facing errors, and responses passed on without buffering when they can be.
+
+aiohttp, not httpx, on this path: under concurrency httpx's pool (httpcore, anyio, h11) was
+about 60% of the gateway's CPU per request (README: "Where the time goes"); aiohttp's C
+parser and simpler pool serve the same request for a fraction of it.
+"""
 
 from __future__ import annotations
 
-import json
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from time import perf_counter
 
-import anyio
-import httpx
+import aiohttp
+import orjson
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -18,9 +23,13 @@ from .errors import GatewayError, error_body
 from .metrics import Metrics
 from .settings import Settings
 
-# Hop-by-hop and length headers are the gateway's own business.
+# Hop-by-hop and length headers are the gateway's own business (aiohttp decodes a compressed
+# body, so its encoding header goes too).
 _DROPPED_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"})
 
+
+# Tries of a request whose connection broke before any answer (open_stream).
+SEND_ATTEMPTS = 3
 
 # Seconds the current request has spent waiting for upstreams: access.py gives each request
 # its own counter and reports it beside the gateway's own time (Server-Timing).
@@ -38,14 +47,20 @@ def waiting_upstream() -> Iterator[None]:
             wait[0] += perf_counter() - started
 
 
-def create_client(settings: Settings) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
-        limits=httpx.Limits(
-            max_connections=settings.max_connections, max_keepalive_connections=settings.max_connections
+def create_client(settings: Settings) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        # An idle pooled connection is dropped after 4 s, before the upstream drops it: vLLM's
+        # uvicorn and llama-server's cpp-httplib close idle connections after 5 s, and a request
+        # sent as they close one is lost (ServerDisconnectedError).
+        connector=aiohttp.TCPConnector(
+            limit=settings.max_connections, limit_per_host=0, use_dns_cache=True, keepalive_timeout=4.0
         ),
+        # `connect` covers the wait for a free pooled connection too (then 503, as for a refused one).
+        timeout=aiohttp.ClientTimeout(total=None, connect=settings.connect_timeout, sock_read=settings.read_timeout),
         # Proxy variables of the host must not divert loopback traffic.
         trust_env=False,
+        skip_auto_headers=("User-Agent", "Accept-Encoding"),
+        raise_for_status=False,
     )
 
 
@@ -54,7 +69,7 @@ def mapped_errors(service: str, metrics: Metrics, retry_after: int) -> Iterator[
     """Transport failures as the errors a client should see: 503 down, 504 timeout, 502 broken."""
     try:
         yield
-    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
+    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as error:
         metrics.upstream_errors.labels(service, "unavailable").inc()
         raise GatewayError(
             503,
@@ -62,10 +77,10 @@ def mapped_errors(service: str, metrics: Metrics, retry_after: int) -> Iterator[
             f"{service}_unavailable",
             headers={"Retry-After": str(retry_after)},
         ) from None
-    except httpx.TimeoutException:
+    except TimeoutError:
         metrics.upstream_errors.labels(service, "timeout").inc()
         raise GatewayError(504, f"The {service} service did not answer in time.", f"{service}_timeout") from None
-    except httpx.HTTPError as error:
+    except aiohttp.ClientError as error:
         metrics.upstream_errors.labels(service, "protocol").inc()
         raise GatewayError(
             502, f"The {service} service broke the connection ({type(error).__name__}).", f"{service}_error"
@@ -73,46 +88,70 @@ def mapped_errors(service: str, metrics: Metrics, retry_after: int) -> Iterator[
 
 
 async def open_stream(
-    client: httpx.AsyncClient,
+    client: aiohttp.ClientSession,
     service: str,
     url: str,
     payload: bytes,
     headers: dict[str, str],
     settings: Settings,
     metrics: Metrics,
-) -> httpx.Response:
+) -> aiohttp.ClientResponse:
     """POST `payload` and return once the status line and headers are in; the body is unread.
 
-    Never retried: a chat completion is neither idempotent nor cheap.
+    Sent again, up to SEND_ATTEMPTS in all, only when the connection broke before the answer
+    began: a pooled connection the upstream closed as it was taken (llama-server closes
+    kept-alive connections without notice, and a stopped backend closes all of them at once;
+    httpx's pool tested each one before use, at a cost on every request). Nothing else is
+    retried: a chat completion is neither idempotent nor cheap.
     """
-    request = client.build_request("POST", url, content=payload, headers=headers)
     with mapped_errors(service, metrics, settings.retry_after), waiting_upstream():
-        return await client.send(request, stream=True)
+        for _attempt in range(SEND_ATTEMPTS - 1):
+            try:
+                return await client.post(url, data=payload, headers=headers, allow_redirects=False)
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
+                if isinstance(error, aiohttp.ClientConnectorError):
+                    raise
+            # One turn of the event loop: the pool learns of the other connections closed meanwhile.
+            await asyncio.sleep(0)
+        return await client.post(url, data=payload, headers=headers, allow_redirects=False)
 
 
-async def read_body(response: httpx.Response, service: str, settings: Settings, metrics: Metrics) -> bytes:
+async def read_body(response: aiohttp.ClientResponse, service: str, settings: Settings, metrics: Metrics) -> bytes:
     try:
         with mapped_errors(service, metrics, settings.retry_after), waiting_upstream():
-            return await response.aread()
+            return await response.read()
     finally:
-        await response.aclose()
+        response.release()
 
 
-def passed_headers(response: httpx.Response) -> dict[str, str]:
+def passed_headers(response: aiohttp.ClientResponse) -> dict[str, str]:
     return {name: value for name, value in response.headers.items() if name.lower() not in _DROPPED_HEADERS}
 
 
+def let_go(upstream: aiohttp.ClientResponse) -> None:
+    """Back to the pool when read to its end; otherwise the connection is closed, which is how
+    an upstream learns that nobody reads the rest (and stops generating it).
+
+    A connection that carried a stream is closed too: llama-server closes it after the last
+    event without a `Connection: close`, and a request sent on it as it goes would be lost.
+    """
+    if upstream.content.at_eof() and upstream.content_type != "text/event-stream":
+        upstream.release()
+    else:
+        upstream.close()
+
+
 class UpstreamStreamingResponse(StreamingResponse):
-    """A streaming response that always closes its upstream response, however it ends.
+    """A streaming response that always lets go of its upstream response, however it ends.
 
     On a client disconnect Starlette cancels the body iterator; closing the upstream response
-    here (shielded from that cancellation) drops the upstream connection, which makes vLLM,
-    llama-server and Ollama abort the generation.
+    here drops the upstream connection, which makes vLLM, llama-server and Ollama abort the
+    generation. A response read to its end goes back to the pool instead (release).
     """
 
     def __init__(
         self,
-        upstream: httpx.Response,
+        upstream: aiohttp.ClientResponse,
         content: AsyncIterator[bytes],
         on_close: Callable[[], None] | None = None,
         **kwargs: object,
@@ -125,47 +164,62 @@ class UpstreamStreamingResponse(StreamingResponse):
         try:
             await super().__call__(scope, receive, send)
         finally:
-            with anyio.CancelScope(shield=True):
-                await self.upstream.aclose()
+            let_go(self.upstream)
             if self.on_close is not None:
                 self.on_close()
 
 
-def raw_response(upstream: httpx.Response) -> UpstreamStreamingResponse:
-    """The upstream's response as it comes, byte for byte."""
+async def _raw_chunks(upstream: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    async for chunk in upstream.content.iter_any():
+        yield chunk
+
+
+def raw_response(upstream: aiohttp.ClientResponse) -> UpstreamStreamingResponse:
+    """The upstream's response as it comes, chunk by chunk."""
     return UpstreamStreamingResponse(
         upstream,
-        upstream.aiter_raw(),
-        status_code=upstream.status_code,
+        _raw_chunks(upstream),
+        status_code=upstream.status,
         headers=passed_headers(upstream),
     )
 
 
 def error_event(status: int, message: str, code: str) -> bytes:
     """An error as the last event of a stream whose status line has gone already."""
-    return b"data: " + json.dumps(error_body(status, message, code)).encode() + b"\n\n"
+    return b"data: " + orjson.dumps(error_body(status, message, code)) + b"\n\n"
 
 
 async def relay_events(
-    upstream: httpx.Response, service: str, rewrite: Callable[[str], str], metrics: Metrics
+    upstream: aiohttp.ClientResponse, service: str, rewrite: Callable[[bytes], bytes], metrics: Metrics
 ) -> AsyncIterator[bytes]:
-    """Server-sent events from the upstream, each rewritten and sent on as soon as it is in.
+    """Server-sent events from the upstream, each rewritten, and sent on together with the
+    others of the same read as soon as that read is in (nothing waits for a later one).
 
     A stream that breaks (or ends without `[DONE]`) ends with an error event, so clients see
     a failure instead of a silently short answer.
     """
+    pending = b""
     try:
-        async for line in upstream.aiter_lines():
-            if not line.startswith("data:"):
-                continue  # blank separators and comments: the gateway writes its own
-            data = line[5:].strip()
-            if data == "[DONE]":
-                yield b"data: [DONE]\n\n"
-                return
-            yield b"data: " + rewrite(data).encode() + b"\n\n"
-    except httpx.HTTPError as error:
+        async for chunk in upstream.content.iter_any():
+            *lines, pending = (pending + chunk).split(b"\n")
+            out = bytearray()
+            for line in lines:
+                if not line.startswith(b"data:"):
+                    continue  # blank separators and comments: the gateway writes its own
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    yield bytes(out) + b"data: [DONE]\n\n"
+                    return
+                out += b"data: " + rewrite(data) + b"\n\n"
+            if out:
+                yield bytes(out)
+    except aiohttp.ClientError as error:
         metrics.upstream_errors.labels(service, "stream").inc()
         yield error_event(502, f"The {service} service broke the stream ({type(error).__name__}).", f"{service}_error")
+        return
+    except TimeoutError:
+        metrics.upstream_errors.labels(service, "stream").inc()
+        yield error_event(504, f"The {service} service stopped sending in time.", f"{service}_timeout")
         return
     metrics.upstream_errors.labels(service, "stream").inc()
     yield error_event(502, f"The {service} service ended the stream before it was complete.", f"{service}_error")

@@ -1,0 +1,99 @@
+"""The streamed-chunk fast path (rewrite.StreamRewriter) answers exactly what the full path
+(parse, rename, normalize, dump) answers, and is taken for the common chunk."""
+
+from __future__ import annotations
+
+import json
+
+import orjson
+import pytest
+
+from switchyard_gateway.metrics import Metrics
+from switchyard_gateway.models import ModelRoute
+from switchyard_gateway.rewrite import StreamRewriter
+
+ROUTE = ModelRoute(public="qwen3-8b", upstream="tiny-llama")
+
+
+def chunk(
+    delta: dict | None = None, finish: str | None = None, index: int = 0, extra_choices: tuple = (), **extra: object
+) -> bytes:
+    """A chat chunk as the backends write it: compact JSON, non-ASCII escaped."""
+    choices = [{"index": index, "delta": delta or {}, "finish_reason": finish}, *extra_choices]
+    return json.dumps(
+        {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "tiny-llama", "choices": choices}
+        | extra,
+        separators=(",", ":"),
+    ).encode()
+
+
+class FullPathOnly(StreamRewriter):
+    def _passes(self, data: bytes) -> bool:
+        return False
+
+
+STREAMS = {
+    "plain answer": [
+        chunk({"role": "assistant", "content": ""}),
+        *(chunk({"content": word}) for word in ["Paris", " is", " the caf\u00e9", " capital"]),
+        chunk({}, "stop"),
+        chunk(usage={"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}),
+    ],
+    "think tags in the content": [
+        chunk({"role": "assistant", "content": "<think>"}),
+        chunk({"content": "hmm"}),
+        chunk({"content": "</thi"}),
+        chunk({"content": "nk>\n\nParis"}),
+        chunk({"content": " it is"}, "stop"),
+    ],
+    "reasoning fields (llama.cpp, vLLM)": [
+        chunk({"role": "assistant", "reasoning_content": "hmm"}),
+        chunk({"reasoning_content": " more"}),
+        chunk({"content": "Paris"}),
+        chunk({"content": " it is", "reasoning_content": None}),
+        chunk({"content": ", yes", "reasoning": None}),
+    ],
+    "two choices": [
+        chunk({"content": "Paris"}, index=0),
+        chunk({"content": "<think>"}, index=1),
+        chunk({"content": " is"}, index=0),
+        chunk({"content": "x</think>y"}, index=1),
+    ],
+    "two choices in one chunk (n=2)": [
+        chunk({"content": "Paris"}),
+        chunk({"content": " is"}, extra_choices=[{"index": 1, "delta": {"content": "<think>x</think>y"}}]),
+    ],
+    "a tool call": [
+        chunk({"content": "Calling"}),
+        chunk({"tool_calls": [{"index": 0, "id": "t", "function": {"name": "f", "arguments": "{}"}}]}),
+        chunk({"content": " done"}),
+    ],
+    "a model text that looks like JSON": [
+        chunk({"content": "a"}),
+        chunk({"content": '"index":1, "reasoning": "usage":{'}),
+    ],
+}
+
+
+@pytest.mark.parametrize("chat", [True, False])
+@pytest.mark.parametrize("name", STREAMS)
+def test_the_fast_path_answers_what_the_full_path_answers(name: str, chat: bool):
+    fast, full = StreamRewriter(ROUTE, chat, Metrics()), FullPathOnly(ROUTE, chat, Metrics())
+    for data in STREAMS[name]:
+        assert orjson.loads(fast(data)) == orjson.loads(full(data)), data
+
+
+def test_a_settled_answer_passes_as_bytes_with_the_public_name():
+    rewriter = StreamRewriter(ROUTE, True, Metrics())
+    first, settled = chunk({"content": "Paris"}), chunk({"content": " the caf\u00e9"})
+    rewriter(first)
+    assert rewriter(settled) == settled.replace(b'"model":"tiny-llama"', b'"model":"qwen3-8b"')
+    assert b"\\u00e9" in rewriter(settled), "the upstream's own bytes, not parsed and dumped again"
+
+
+def test_the_usage_chunk_is_counted():
+    metrics = Metrics()
+    rewriter = StreamRewriter(ROUTE, True, metrics)
+    for data in STREAMS["plain answer"]:
+        rewriter(data)
+    assert metrics.tokens.labels("completion")._value.get() == 4
