@@ -215,6 +215,7 @@ def test_config_reports_the_setup_and_no_secret(gateway: Gateway, headers: dict,
     assert config["upstreams"]["backend"] == llama_server.url
     assert config["versions"]["backend"].startswith("b")  # llama-server's build, from /props
     assert config["auth"] == {"enabled": True, "keys": 2, "status_requires_key": True}
+    assert config["workers"] == 1
     assert not any(key in response.text for key in KEYS)
 
 

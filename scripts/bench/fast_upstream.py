@@ -17,6 +17,8 @@ import time
 
 import uvloop
 
+# Compact, as vLLM, llama-server and Ollama write their JSON.
+COMPACT = (",", ":")
 COMPLETION = json.dumps(
     {
         "id": "chatcmpl-bench",
@@ -25,7 +27,8 @@ COMPLETION = json.dumps(
         "model": "bench-model",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok " * 16}, "finish_reason": "length"}],
         "usage": {"prompt_tokens": 8, "completion_tokens": 16, "total_tokens": 24},
-    }
+    },
+    separators=COMPACT,
 ).encode()
 
 
@@ -42,7 +45,7 @@ def event(content: str | None, finish: str | None) -> bytes:
         "model": "bench-model",
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
     }
-    return b"data: " + json.dumps(body).encode() + b"\n\n"
+    return b"data: " + json.dumps(body, separators=COMPACT).encode() + b"\n\n"
 
 
 class Upstream(asyncio.Protocol):

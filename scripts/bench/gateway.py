@@ -10,7 +10,8 @@ are the proxies' own:
    requests/s and latency at 1 to 256 connections; relayed stream chunks/s at 16 to 256.
    "added" is the proxy's percentile minus direct's.
 2. All workers: the gateway as deployed (gateway_workers 0: one per core), 256 clients each
-   streaming 32 chunks written 1 ms apart; the delay each chunk gets on its way.
+   streaming 32 chunks written 20 ms apart (a full GPU's token rate, 12,800 chunks/s) and 1 ms
+   apart (256,000/s: the ceiling); the delay each chunk gets on its way.
 3. Nothing held: one chunk every 20 ms, read directly and through the gateway; how much
    later each chunk arrives through it.
 
@@ -203,7 +204,7 @@ def wrk(target: Target, stream: bool, connections: int, seconds: int, directory:
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     if "Non-2xx" in output or "Socket errors" in output:
         raise SystemExit(f"{target.name}: errors under load\n{output}")
-    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.M))
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", output, re.M))
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
     return Load(rate, _milliseconds(latency["50"]), _milliseconds(latency["99"]))
 
@@ -286,7 +287,7 @@ def main() -> None:
         try:
             fast, drip, slow = free_port(), free_port(), free_port()
             processes += [upstream(fast, 0), upstream(drip, 1), upstream(slow, 20)]
-            ports = {name: free_port() for name in ("nginx", "gateway", "all", "slow", "litellm")}
+            ports = {name: free_port() for name in ("nginx", "gateway", "all", "overload", "litellm")}
             proxies = [nginx(fast, ports["nginx"], directory), gateway(fast, ports["gateway"], keys, "1", PROXY_CPU)]
             processes += proxies
             targets = [Target("direct", fast), Target("nginx", ports["nginx"]),
@@ -301,23 +302,29 @@ def main() -> None:
                 process.wait(timeout=30)
                 processes.remove(process)
 
-            processes.append(gateway(drip, ports["all"], keys, "0", None))
-            processes.append(gateway(slow, ports["slow"], keys, "1", None))
+            processes.append(gateway(slow, ports["all"], keys, "0", None))
+            processes.append(gateway(drip, ports["overload"], keys, "0", None))
             workers = httpx.get(f"http://127.0.0.1:{ports['all']}/config", headers=auth).json()["workers"]
-            print(f"\n2. All workers ({workers}): 256 clients x 2 streams x {CHUNKS} chunks, 1 ms apart "
-                  "(delay in ms, upstream write -> client read)")  # fmt: skip
+            print(f"\n2. All workers ({workers}): 256 clients x 2 streams x {CHUNKS} chunks (delay in ms, upstream "
+                  "write -> client read); 20 ms apart is 12,800 chunks/s, a full GPU's worth, 1 ms apart "
+                  "256,000/s, an overload that shows the ceiling")  # fmt: skip
             print("| target | chunks | p50 | p99 | max | added p50 | added p99 |")
             print("|---|---|---|---|---|---|---|")
-            direct = uvloop.run(stream_delays(drip, {}, 256, 2))
-            through = uvloop.run(stream_delays(ports["all"], auth, 256, 2))
-            print(delay_row("direct", direct, direct))
-            print(delay_row("gateway", through, direct))
+            for name, upstream_port, gateway_port in (("20 ms", slow, ports["all"]), ("1 ms", drip, ports["overload"])):
+                started = time.perf_counter()
+                direct = uvloop.run(stream_delays(upstream_port, {}, 256, 2))
+                direct_rate = len(direct) / (time.perf_counter() - started)
+                started = time.perf_counter()
+                through = uvloop.run(stream_delays(gateway_port, auth, 256, 2))
+                through_rate = len(through) / (time.perf_counter() - started)
+                print(delay_row(f"direct, {name} ({direct_rate:,.0f} chunks/s)", direct, direct))
+                print(delay_row(f"gateway, {name} ({through_rate:,.0f} chunks/s)", through, direct))
 
             print(f"\n3. Nothing held: one client, {CHUNKS} chunks 20 ms apart, 10 streams (delay in ms)")
             print("| target | chunks | p50 | p99 | max | added p50 | added p99 |")
             print("|---|---|---|---|---|---|---|")
             direct = uvloop.run(stream_delays(slow, {}, 1, 10))
-            through = uvloop.run(stream_delays(ports["slow"], auth, 1, 10))
+            through = uvloop.run(stream_delays(ports["all"], auth, 1, 10))
             print(delay_row("direct", direct, direct))
             print(delay_row("gateway", through, direct))
         finally:

@@ -161,6 +161,7 @@ async def config(request: Request) -> JSONResponse:
                 "keys": len(settings.api_keys),
                 "status_requires_key": settings.status_requires_key,
             },
+            "workers": settings.workers,
             "limits": {
                 "max_body_bytes": settings.max_body_bytes,
                 "connect_timeout_s": settings.connect_timeout,
