@@ -82,21 +82,34 @@ def test_metrics_count_the_requests_of_every_worker(two_workers: Gateway):
     assert counts == {20.0}
 
 
-def test_sighup_reloads_every_worker(start_gateway: Callable[..., Gateway], llama_server: LlamaServer, tmp_path: Path):
+OLD_KEY, NEW_KEY = "sk-workers-old-key-0001", "sk-workers-new-key-0002"
+
+
+@pytest.fixture
+def rotated(start_gateway: Callable[..., Gateway], llama_server: LlamaServer, tmp_path: Path) -> Gateway:
+    """Two workers started with OLD_KEY, then the key file rotated to NEW_KEY and SIGHUP sent:
+    both workers have reloaded."""
     keys = tmp_path / "api-keys"
-    keys.write_text("sk-workers-old-key-0001\n")
+    keys.write_text(OLD_KEY + "\n")
     gateway = start_gateway(llama_server.url, workers="2", api_keys_file=str(keys))
-    keys.write_text("sk-workers-new-key-0002\n")
+    keys.write_text(NEW_KEY + "\n")
     gateway.process.send_signal(signal.SIGHUP)
     wait_for_log(gateway, "settings reloaded", 2)
+    return gateway
 
-    def statuses(key: str) -> set[int]:
-        return {
-            fresh_connection_get(gateway.url + "/v1/models", headers={"x-api-key": key}).status_code for _ in range(20)
-        }
 
-    assert (statuses("sk-workers-old-key-0001"), statuses("sk-workers-new-key-0002")) == ({401}, {200})
-    assert gateway.process.poll() is None
+def key_statuses(gateway: Gateway) -> dict[str, set[int]]:
+    """What 20 requests on fresh connections get with each key."""
+    url = gateway.url + "/v1/models"
+    return {
+        key: {fresh_connection_get(url, headers={"x-api-key": key}).status_code for _ in range(20)}
+        for key in (OLD_KEY, NEW_KEY)
+    }
+
+
+def test_sighup_reloads_every_worker(rotated: Gateway):
+    assert key_statuses(rotated) == {OLD_KEY: {401}, NEW_KEY: {200}}
+    assert rotated.process.poll() is None
 
 
 def test_health_counts_the_forwarded_requests_of_every_worker(
@@ -121,29 +134,16 @@ def test_health_counts_the_forwarded_requests_of_every_worker(
     assert fresh_connection_get(gateway.url + "/health").json()["forwarding"] == 0
 
 
-def test_a_worker_that_dies_is_replaced_with_the_reloaded_settings(
-    start_gateway: Callable[..., Gateway], llama_server: LlamaServer, tmp_path: Path
-):
-    keys = tmp_path / "api-keys"
-    keys.write_text("sk-workers-old-key-0001\n")
-    gateway = start_gateway(llama_server.url, workers="2", api_keys_file=str(keys))
-    keys.write_text("sk-workers-new-key-0002\n")
-    gateway.process.send_signal(signal.SIGHUP)
-    wait_for_log(gateway, "settings reloaded", 2)
-    first, second = worker_pids(gateway)
+def test_a_worker_that_dies_is_replaced_with_the_reloaded_settings(rotated: Gateway):
+    first, second = worker_pids(rotated)
     os.kill(first, signal.SIGKILL)
     deadline = time.monotonic() + 15
-    while first in worker_pids(gateway) or len(worker_pids(gateway)) < 2:
+    while first in worker_pids(rotated) or len(worker_pids(rotated)) < 2:
         assert time.monotonic() < deadline, "no new worker"
         time.sleep(0.05)
-    assert second in worker_pids(gateway)
-    wait_until_up(gateway.url + "/health", gateway.process)
-    url = gateway.url + "/v1/models"
-    statuses = {
-        key: {fresh_connection_get(url, headers={"x-api-key": key}).status_code for _ in range(20)}
-        for key in ("sk-workers-old-key-0001", "sk-workers-new-key-0002")
-    }
-    assert statuses == {"sk-workers-old-key-0001": {401}, "sk-workers-new-key-0002": {200}}
+    assert second in worker_pids(rotated)
+    wait_until_up(rotated.url + "/health", rotated.process)
+    assert key_statuses(rotated) == {OLD_KEY: {401}, NEW_KEY: {200}}
 
 
 def _socket_activated(sock: socket.socket, env: dict[str, str], log: Path) -> subprocess.Popen:

@@ -9,6 +9,7 @@ per chunk when it parsed every one); anything else takes the full path.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -18,7 +19,7 @@ from .metrics import Metrics
 from .models import ModelRoute
 
 
-def _rewrite(data: bytes, route: ModelRoute, metrics: Metrics, edit: Any) -> bytes:
+def _rewrite(data: bytes, route: ModelRoute, metrics: Metrics, edit: Callable[[dict[str, Any]], None]) -> bytes:
     """A JSON object from the backend, under the public model name and edited; anything else
     is passed on as it came."""
     try:

@@ -169,16 +169,11 @@ class UpstreamStreamingResponse(StreamingResponse):
                 self.on_close()
 
 
-async def _raw_chunks(upstream: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    async for chunk in upstream.content.iter_any():
-        yield chunk
-
-
 def raw_response(upstream: aiohttp.ClientResponse) -> UpstreamStreamingResponse:
     """The upstream's response as it comes, chunk by chunk."""
     return UpstreamStreamingResponse(
         upstream,
-        _raw_chunks(upstream),
+        upstream.content.iter_any(),
         status_code=upstream.status,
         headers=passed_headers(upstream),
     )
