@@ -5,7 +5,7 @@ VENV := .venv/bin
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: demo demo-down test lint bench bench-gateway bench-vllm bootstrap sandbox-artifacts vllm-artifacts
+.PHONY: demo demo-down test lint bench bench-gateway bench-vllm bench-routers bench-fleet bootstrap sandbox-artifacts vllm-artifacts
 
 bootstrap:
 	scripts/ci/bootstrap.sh
@@ -42,6 +42,17 @@ bench: sandbox-artifacts
 bench-gateway: bootstrap
 	command -v wrk >/dev/null && command -v nginx >/dev/null || apt-get install -y --no-install-recommends wrk nginx-light
 	$(VENV)/python -m scripts.bench.gateway
+
+## HAProxy vs vllm-router in front of two workers: added latency, SSE, drain, a killed worker.
+bench-routers: sandbox-artifacts
+	command -v wrk >/dev/null && command -v haproxy >/dev/null || apt-get install -y --no-install-recommends wrk haproxy
+	$(VENV)/python -m scripts.bench.routers
+
+## Two sandbox hosts behind the router: latency with 1 and 2 hosts vs direct, a rolling switch.
+bench-fleet: sandbox-artifacts
+	command -v wrk >/dev/null || apt-get install -y --no-install-recommends wrk
+	molecule/default/build_test_doubles.sh
+	$(VENV)/python -m scripts.bench.fleet
 
 ## vLLM's services (start time, memory, embedding and rerank speed) vs sentence-transformers.
 bench-vllm: vllm-artifacts

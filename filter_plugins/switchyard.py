@@ -5,6 +5,7 @@ Loaded through ansible.cfg's `filter_plugins`; tests/test_filters.py tests each 
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import re
 import shlex
@@ -125,6 +126,34 @@ def nvidia_cuda_distro(facts: Mapping[str, Any]) -> str:
     return distribution + str(facts["distribution_major_version"])
 
 
+BACKEND_CONTAINER = re.compile(r"^llm-(vllm|ollama|llamacpp)$")
+
+
+def fleet_status_row(
+    containers: Iterable[str], models: Mapping[str, Any], gpu: Mapping[str, Any], last_good: Mapping[str, Any]
+) -> dict[str, str]:
+    """One host's line of playbooks/status.yml, from what the host answered: `<engine> ps`
+    lines ("name image"), the backend's /v1/models, nvidia-smi's CSV and the stat of the last
+    healthy backend unit (written when the backend last came up)."""
+    running = dict(line.split(" ", 1) for line in containers if " " in line)
+    backends = [name for name in running if BACKEND_CONTAINER.match(name)]
+    served = (models.get("json") or {}).get("data", []) if models.get("status") == 200 else []
+    stat = last_good.get("stat", {})
+    since = (
+        datetime.datetime.fromtimestamp(stat["mtime"], datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        if stat.get("exists")
+        else "never"
+    )
+    return {
+        "backend": backends[0].removeprefix("llm-") if backends else "none",
+        "image": running[backends[0]] if backends else "none",
+        "model": ", ".join(str(entry.get("id")) for entry in served) or "none",
+        "health": "serving" if served and backends else "down",
+        "gpu": "; ".join(gpu.get("stdout_lines", [])) if gpu.get("rc") == 0 else "none",
+        "since": since,
+    }
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
@@ -137,4 +166,5 @@ class FilterModule:
             "systemd_argv": systemd_argv,
             "with_control_characters": with_control_characters,
             "nvidia_cuda_distro": nvidia_cuda_distro,
+            "fleet_status_row": fleet_status_row,
         }

@@ -18,6 +18,9 @@ from typing import Protocol
 import httpx
 import pytest
 
+from scripts import clients
+from scripts.clients import Outcome
+
 PROJECT = Path(__file__).resolve().parents[1]
 BACKEND_URL = "http://127.0.0.1:8000"
 GATEWAY_URL = "http://127.0.0.1:8080"
@@ -104,6 +107,13 @@ def repeating(action: Callable[[], None], every_s: float) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
+
+
+@contextmanager
+def traffic(url: str, pause_s: float = 0) -> Iterator[list[Outcome]]:
+    """Four clients of `url` with the sandbox's key, two of them streaming (scripts/clients.py)."""
+    with clients.traffic(url, GATEWAY_KEY, pause_s=pause_s) as outcomes:
+        yield outcomes
 
 
 def engine(host) -> str:

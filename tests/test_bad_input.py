@@ -64,20 +64,19 @@ CASES = [
 ]
 
 
-def run_site(tmp_path: Path, *extra_vars: str, playbook: str = "site.yml") -> tuple[int, dict]:
+def run_site(
+    tmp_path: Path, *extra_vars: str, playbook: str = "site.yml", second_host: dict | None = None
+) -> tuple[int, dict]:
+    """With `second_host` (its own variables), a fleet: a second host beside bad-input-host,
+    which also runs the router."""
+    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable} | GOOD
+    hosts = {"bad-input-host": local}
+    groups: dict = {"llm_hosts": {"hosts": hosts}}
+    if second_host is not None:
+        hosts["bad-input-host-2"] = local | {"gateway_port": 8180, "llm_backend_port": 8100} | second_host
+        groups["llm_routers"] = {"hosts": {"bad-input-host": {}}}
     inventory = tmp_path / "hosts.yml"
-    inventory.write_text(
-        json.dumps(
-            {
-                "llm_hosts": {
-                    "hosts": {
-                        "bad-input-host": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
-                        | GOOD
-                    }
-                }
-            }
-        )
-    )
+    inventory.write_text(json.dumps(groups))
     command = ["ansible-playbook", "--check", f"--inventory={inventory}", str(PROJECT / playbook)]
     for item in extra_vars:
         command += ["--extra-vars", item]
@@ -117,6 +116,46 @@ def test_bad_setting_is_refused_before_any_role_runs(tmp_path, extra_vars, messa
     failed = [result for _play, _task, result in ran if result.get("failed")]
     assert len(failed) == 1
     assert message in what_the_user_reads(failed[0])
+
+
+FLEET_CASES = [
+    ("fleet_serial=0", {}, "fleet_serial is 0 and fleet_max_fail_percentage is 0"),
+    ("fleet_serial=half", {}, "fleet_serial is half"),
+    ("fleet_max_fail_percentage=150", {}, "fleet_max_fail_percentage is 150"),
+    ("router_port=8080", {}, "router_port (8080) must be a port"),
+    ("router_balance=source", {}, "router_balance must be one of"),
+    ("router_check_fall=0", {}, "router_check_fall is 0; it must be above 0"),
+    ("{}", {"gateway_enabled": False}, "bad-input-host-2 cannot be behind the router"),
+    ("{}", {"gateway_model_name": "other"}, "the same gateway_model_name"),
+    ("{}", {"gateway_api_key": "z" * 24}, "bad-input-host-2 and bad-input-host disagree on gateway_auth or on"),
+    (
+        '{"gateway_auth": false, "gateway_bind_address": "127.0.0.1"}',
+        {},
+        "has gateway_auth: false and the router listens on 0.0.0.0",
+    ),
+    ("{}", {"router_worker_address": "10.0.0.5", "gateway_bind_address": "127.0.0.1"}, "listens on 127.0.0.1 only"),
+]
+
+
+@pytest.mark.parametrize(
+    ("extra_vars", "second_host", "message"), FLEET_CASES, ids=[case[2][:40] for case in FLEET_CASES]
+)
+def test_a_bad_fleet_is_refused_before_any_role_runs(tmp_path, extra_vars, second_host, message):
+    """Bad router settings, and hosts behind the router that would not answer alike."""
+    returncode, report = run_site(tmp_path, extra_vars, second_host=second_host)
+    assert returncode != 0
+    assert "z" * 24 not in json.dumps(report), "a key is in the output"
+    ran = tasks_that_ran(report)
+    assert {play for play, _task, _result in ran} == {CHECK_PLAY}, "a play after the check ran"
+    failed = [result for _play, _task, result in ran if result.get("failed")]
+    assert len(failed) == 1
+    assert message in what_the_user_reads(failed[0])
+
+
+def test_a_good_fleet_passes_the_check(tmp_path):
+    returncode, report = run_site(tmp_path, "fleet_serial=50%", playbook="playbooks/check.yml", second_host={})
+    failed = [result for _play, _task, result in tasks_that_ran(report) if result.get("failed")]
+    assert (returncode, failed) == (0, [])
 
 
 def test_good_settings_pass_the_check(tmp_path):

@@ -94,3 +94,36 @@ def test_control_characters_are_found_in_nested_values():
 )
 def test_nvidia_cuda_distro(facts, distro):
     assert switchyard.nvidia_cuda_distro(facts) == distro
+
+
+def test_fleet_status_row_reads_the_backend_beside_the_pooling_services():
+    row = switchyard.fleet_status_row(
+        ["llm-embedding localhost/vllm:cpu", "llm-ollama localhost/ollama:latest", "llm-gateway-x busybox"],
+        {"status": 200, "json": {"data": [{"id": "tiny:latest"}]}},
+        {"rc": 0, "stdout_lines": ["NVIDIA L4, 570.86.15, 10 MiB, 23034 MiB"]},
+        {"stat": {"exists": True, "mtime": 1796000000.0}},
+    )
+    assert row == {
+        "backend": "ollama",
+        "image": "localhost/ollama:latest",
+        "model": "tiny:latest",
+        "health": "serving",
+        "gpu": "NVIDIA L4, 570.86.15, 10 MiB, 23034 MiB",
+        "since": "2026-11-30 00:53:20 UTC",
+    }
+
+
+def test_fleet_status_row_of_a_host_whose_backend_does_not_answer():
+    row = switchyard.fleet_status_row(
+        ["llm-llamacpp localhost/llama.cpp:server"],
+        {"status": -1, "msg": "Connection refused"},
+        {"rc": 2, "stdout_lines": []},
+        {"stat": {"exists": False}},
+    )
+    assert (row["backend"], row["model"], row["health"], row["gpu"], row["since"]) == (
+        "llamacpp",
+        "none",
+        "down",
+        "none",
+        "never",
+    )

@@ -11,14 +11,20 @@ PROJECT = Path(__file__).resolve().parents[2]
 
 
 class Sandbox:
-    def __init__(self, name: str, *scenario_inventories: Path, engine: str = "podman") -> None:
+    def __init__(
+        self, name: str, *scenario_inventories: Path, engine: str = "podman", ssh_port: int = 2222, ports: str = ""
+    ) -> None:
+        """A host beside another one takes the SSH port and service ports its inventory gives it."""
         self.name = name
         self.engine = engine
         self.inventories = (PROJECT / "inventory/sandbox/hosts.yml", *scenario_inventories)
+        self.up_env = {"SWITCHYARD_SANDBOX_ENGINE": engine, "SWITCHYARD_SANDBOX_SSH_PORT": str(ssh_port)}
+        if ports:
+            self.up_env["SWITCHYARD_SANDBOX_PORTS"] = ports
 
     def __enter__(self) -> Sandbox:
         self._down()
-        up = os.environ | {"SWITCHYARD_SANDBOX_ENGINE": self.engine}
+        up = os.environ | self.up_env
         subprocess.run([PROJECT / "scripts/sandbox/up.sh", self.name], check=True, env=up)
         return self
 

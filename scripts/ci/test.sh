@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything CI runs, in order: lint, the unit-rendering tests, the gateway's tests, then the
 # Molecule scenarios on fresh sandbox hosts (converge, idempotence, testinfra checks and the
-# switch tests, with Podman and with Docker; vLLM), and the GPU stack's scenario against a local stand-in for NVIDIA's repositories.
+# switch tests, with Podman and with Docker; a fleet of two behind the router; vLLM), and the GPU stack's scenario against a local stand-in for NVIDIA's repositories.
 # Run it as `make test`, which first builds the offline sandbox artifacts.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -26,6 +26,9 @@ pytest -p no:cacheprovider gateway/tests/
 
 step "molecule default: the sandbox host, converged twice, verified, switched"
 molecule test --scenario-name default
+
+step "molecule fleet: two sandbox hosts behind HAProxy, a rolling switch under traffic, a host added, a host killed"
+molecule test --scenario-name fleet
 
 step "molecule docker: container_engine docker for real (dockerd in the sandbox host), switched, rolled back, restarted"
 molecule test --scenario-name docker

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Start the sandbox host: a Debian systemd container on this machine's network, standing in
 # for a GPU server. Usage: up.sh [NAME]   (default: $SWITCHYARD_SANDBOX or switchyard-sandbox)
+# A second host beside it (the fleet scenario) takes its own SSH port and service ports:
+#   SWITCHYARD_SANDBOX_SSH_PORT (default 2222) and SWITCHYARD_SANDBOX_PORTS (default
+#   "8000 8001 8002 8080"), the ports its inventory gives it, checked free here.
 #
 # The flags below are this machine's quirks, kept here and never in the roles:
 #   --runtime runc          crun refuses the machine's hybrid cgroup layout
@@ -8,7 +11,7 @@
 #                           (nproc above about 20000 is refused, so it is set to 4096)
 #   --volume ...containers  nested podman cannot put overlay storage on the container's overlay
 #   --network host          the services bind 127.0.0.1 in the host and answer there, as on a
-#                           server; its SSH server too, on 127.0.0.1:2222
+#                           server; its SSH server too, on 127.0.0.1:2222 (or its own port)
 #   --shm-size 2g           vLLM (run with --ipc host) needs more /dev/shm than podman's 64 MB;
 #                           a real host's /dev/shm is half its memory
 # With SWITCHYARD_SANDBOX_ENGINE=docker (a host for container_engine: docker), two more:
@@ -21,7 +24,7 @@ set -euo pipefail
 
 name=${1:-${SWITCHYARD_SANDBOX:-switchyard-sandbox}}
 image=localhost/switchyard/sandbox-host:bookworm-ssh
-ssh_port=2222
+ssh_port=${SWITCHYARD_SANDBOX_SSH_PORT:-2222}
 # This machine's key for Ansible's SSH connection to the sandbox (inventory/sandbox/hosts.yml).
 key=$(cd "$(dirname "$0")/../.." && pwd)/.cache/sandbox/ssh/id_ed25519
 
@@ -29,7 +32,7 @@ if podman container exists "$name"; then
   echo "sandbox host $name is already running" >&2
   exit 0
 fi
-for port in 8000 8001 8002 8080 "$ssh_port"; do
+for port in ${SWITCHYARD_SANDBOX_PORTS:-8000 8001 8002 8080} "$ssh_port"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "port $port on 127.0.0.1 is in use; stop what holds it (another sandbox: scripts/sandbox/down.sh NAME) and retry" >&2
     exit 1
@@ -41,11 +44,18 @@ if [ "${SWITCHYARD_SANDBOX_ENGINE:-podman}" = docker ]; then
   engine_flags=(--cgroupns=private --volume "$name-docker:/var/lib/docker")
 fi
 
-podman --runtime runc run --detach --name "$name" --hostname "$name" \
+podman --runtime runc create --name "$name" --hostname "$name" \
   --privileged --systemd=always --network host --shm-size 2g \
   --ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit nproc=4096:4096 \
   --volume "$name-containers:/var/lib/containers" "${engine_flags[@]}" \
   "$image" /sbin/init >/dev/null
+# The image's SSH server listens on 2222 (scripts/sandbox/build.sh): this host's port instead.
+sshd_config=$(mktemp)
+trap 'rm -f "$sshd_config"' EXIT
+podman cp "$name:/etc/ssh/sshd_config.d/sandbox.conf" "$sshd_config"
+sed -i "s/^Port .*/Port $ssh_port/" "$sshd_config"
+podman cp "$sshd_config" "$name:/etc/ssh/sshd_config.d/sandbox.conf"
+podman start "$name" >/dev/null
 
 if [ ! -f "$key" ]; then
   mkdir -p "$(dirname "$key")"

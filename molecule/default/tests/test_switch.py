@@ -8,7 +8,6 @@ pulled through the double's /api/pull from the double's stand-in registry.
 import json
 import re
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +16,6 @@ import httpx
 import pytest
 
 from conftest import (
-    GATEWAY_KEY,
     GATEWAY_URL,
     PROJECT,
     assert_gateway_routes_to,
@@ -26,6 +24,7 @@ from conftest import (
     backend_containers,
     repeating,
     served_models,
+    traffic,
 )
 
 
@@ -106,28 +105,6 @@ def test_switch_to_ollama_and_back(host, run_site, http, gateway):
     assert_gateway_routes_to(gateway, "llamacpp")
 
 
-def drive_gateway(stop: threading.Event, stream: bool, outcomes: list[tuple[bool, float, str]]) -> None:
-    """One client of the gateway, in a loop until `stop`: each request's outcome (ok, seconds,
-    what went wrong). A stream is ok when it answers 200 and ends in [DONE] with no error."""
-    body = {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8, "stream": stream}
-    headers = {"Authorization": f"Bearer {GATEWAY_KEY}"}
-    with httpx.Client(base_url=GATEWAY_URL, headers=headers, timeout=300) as client:
-        while not stop.is_set():
-            started = time.monotonic()
-            try:
-                with client.stream("POST", "/v1/chat/completions", json=body) as response:
-                    text = response.read().decode()
-                events = [line[6:] for line in text.splitlines() if line.startswith("data: ")]
-                if stream:
-                    ok = response.status_code == 200 and events[-1:] == ["[DONE]"] and '"error"' not in text
-                else:
-                    ok = response.status_code == 200
-                problem = "" if ok else f"{response.status_code} {text[-200:]}"
-            except httpx.HTTPError as error:
-                ok, problem = False, repr(error)
-            outcomes.append((ok, time.monotonic() - started, problem))
-
-
 def test_the_gateways_clients_see_no_failure_through_a_switch_and_back(host, run_site, gateway):
     """Four clients, two streaming, drive the gateway while site.yml switches llama.cpp →
     Ollama → llama.cpp: the gateway is reloaded, not restarted, holds new requests while the
@@ -137,20 +114,11 @@ def test_the_gateways_clients_see_no_failure_through_a_switch_and_back(host, run
         return host.check_output("systemctl show --property=MainPID --value llm-gateway")
 
     pid = gateway_pid()
-    stop = threading.Event()
-    outcomes: list[tuple[bool, float, str]] = []
-    clients = [threading.Thread(target=drive_gateway, args=(stop, index % 2 == 0, outcomes)) for index in range(4)]
-    for client in clients:
-        client.start()
-    try:
+    with traffic(GATEWAY_URL) as outcomes:
         for backend in ("ollama", "llamacpp"):
             run = run_site(f"llm_backend={backend}")
             assert run.returncode == 0, run.output
             assert gateway_pid() == pid, "the gateway was restarted"
-    finally:
-        stop.set()
-        for client in clients:
-            client.join()
     failed = [problem for ok, _seconds, problem in outcomes if not ok]
     longest = max(seconds for _ok, seconds, _problem in outcomes)
     print(f"through two switches: {len(outcomes)} requests, {len(failed)} failed, longest {longest:.1f} s")

@@ -1,0 +1,227 @@
+"""A fleet behind the router, driven as a user drives it: site.yml on an inventory of two hosts
+and a llm_routers group. The hosts share this machine's loopback on their own ports: host A
+(the testinfra host, which also runs the router) on 8000/8080, host B on 8100/8180."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from conftest import GATEWAY_KEY, PLAYBOOK_ENV, PROJECT, site_command, traffic
+from scripts.clients import failures
+
+ROUTER_URL = "http://127.0.0.1:8090"
+HOSTS = {"switchyard-sandbox": "http://127.0.0.1:8080", "switchyard-sandbox-b": "http://127.0.0.1:8180"}
+# Host B's container (scripts/sandbox/up.sh), beside host A's.
+HOST_B = os.environ.get("SWITCHYARD_SANDBOX", "switchyard-molecule") + "-b"
+# The clients' pause between requests: steady traffic that leaves the two cores to the run.
+PAUSE_S = 0.1
+ROUTER_CTL = "/usr/local/libexec/switchyard/router-ctl /run/haproxy/admin.sock"
+SCENARIO = Path(__file__).resolve().parents[1]
+
+
+def router_state(host, server: str) -> dict:
+    """What the router (HAProxy's runtime API, through router-ctl) says of one host."""
+    return json.loads(host.check_output(f"{ROUTER_CTL} show {server}"))
+
+
+def answered(gateway_url: str) -> float:
+    """Chat completions a host's gateway has answered (its /metrics)."""
+    text = httpx.get(gateway_url + "/metrics", headers={"x-api-key": GATEWAY_KEY}, timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("switchyard_gateway_requests_total{") and "/v1/chat/completions" in line
+    )
+
+
+def switching(gateway_url: str) -> bool:
+    try:
+        return httpx.get(gateway_url + "/health", timeout=5).json().get("status") == "switching"
+    except httpx.HTTPError:
+        return False
+
+
+def on_host_b(*argv: str) -> str:
+    return subprocess.run(["podman", "exec", HOST_B, *argv], capture_output=True, text=True, check=True).stdout
+
+
+def outcome_summary(outcomes: list) -> tuple[list[str], int]:
+    return failures(outcomes), len(outcomes)
+
+
+def test_the_router_spreads_requests_over_both_hosts(host):
+    before = {name: answered(url) for name, url in HOSTS.items()}
+    headers = {"Authorization": f"Bearer {GATEWAY_KEY}"}
+    body = {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    with httpx.Client(base_url=ROUTER_URL, headers=headers, timeout=60) as client:
+        for _ in range(20):
+            reply = client.post("/v1/chat/completions", json=body)
+            assert reply.status_code == 200, reply.text
+            assert reply.json()["model"] == "tiny-llama"
+        # The router holds no key: a request without one reaches a gateway, which refuses it.
+        assert httpx.post(ROUTER_URL + "/v1/chat/completions", json=body, timeout=60).status_code == 401
+    served = {name: answered(url) - before[name] for name, url in HOSTS.items()}
+    assert all(count >= 3 for count in served.values()), served
+
+
+@contextmanager
+def router_watch(host) -> Iterator[list[dict]]:
+    """Samples, while the block runs, of each host's gateway (switching or not) and of the
+    router's view of it. A sample counts a host as switching only when its gateway said so
+    both before and after the router was read, so the router's answer fell inside the switch."""
+    stop = threading.Event()
+    samples: list[dict] = []
+
+    def loop() -> None:
+        while not stop.is_set():
+            before = {name: switching(url) for name, url in HOSTS.items()}
+            states = {name: json.loads(line) for name, line in zip(HOSTS, router_lines(host), strict=True)}
+            after = {name: switching(url) for name, url in HOSTS.items()}
+            samples.append({name: (before[name] and after[name], states[name]) for name in HOSTS})
+            stop.wait(0.1)
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        thread.join()
+
+
+def router_lines(host) -> list[str]:
+    command = "; ".join(f"{ROUTER_CTL} show {name}" for name in HOSTS)
+    return host.check_output(command).splitlines()
+
+
+def test_a_rolling_switch_drains_each_host_in_turn_and_fails_no_request(host, run_site):
+    """llama.cpp → Ollama → llama.cpp on both hosts under four clients of the router, two of
+    them streaming: each host is out of the router while its gateway switches, never both."""
+    with traffic(ROUTER_URL, PAUSE_S) as outcomes, router_watch(host) as samples:
+        durations = []
+        for backend in ("ollama", "llamacpp"):
+            started = time.monotonic()
+            run = run_site(f"llm_backend={backend}")
+            durations.append(time.monotonic() - started)
+            assert run.returncode == 0, run.output
+    failed, total = outcome_summary(outcomes)
+    switching_seen = {name: sum(1 for sample in samples if sample[name][0]) for name in HOSTS}
+    print(
+        f"rolling switches of 2 hosts: {', '.join(f'{d:.0f} s' for d in durations)}; "
+        f"{total} requests through the router, {len(failed)} failed; samples while switching: {switching_seen}"
+    )
+    assert total > 20
+    assert failed == [], failed[:5]
+    assert all(count > 0 for count in switching_seen.values()), "the watch saw no switch"
+    for sample in samples:
+        for name, (was_switching, state) in sample.items():
+            if was_switching:
+                assert state["drained"] and not state["serving"], f"{name} switched while the router sent it requests"
+        assert any(state["serving"] for _switching, state in sample.values()), f"no host served: {sample}"
+    for name in HOSTS:
+        state = router_state(host, name)
+        assert state["serving"] and not state["drained"], (name, state)
+        assert httpx.get(HOSTS[name] + "/config", headers={"x-api-key": GATEWAY_KEY}).json()["backend"] == "llamacpp"
+
+
+def test_a_failed_switch_stops_the_run_at_its_host_and_leaves_the_fleet_serving(host, run_site):
+    """The first host's new backend exits at start: it is rolled back and admitted again, the
+    run stops, and the second host is never touched."""
+    b_before = on_host_b("systemctl", "show", "-P", "ExecMainStartTimestamp", "llm-backend")
+    with traffic(ROUTER_URL, PAUSE_S) as outcomes:
+        run = run_site('{"llm_llamacpp_extra_args": ["--no-such-flag"]}')
+    failed, total = outcome_summary(outcomes)
+    assert run.returncode != 0
+    assert "It was rolled back to its last healthy unit" in run.output
+    assert on_host_b("systemctl", "show", "-P", "ExecMainStartTimestamp", "llm-backend") == b_before, (
+        "the run went on to the second host"
+    )
+    assert "no-such-flag" not in on_host_b("cat", "/etc/systemd/system/llm-backend.service")
+    assert failed == [], failed[:5]
+    assert total > 5
+    for name in HOSTS:
+        assert router_state(host, name)["serving"], name
+
+
+def fleet_status(run_site, directory: Path) -> dict[str, list[str]]:
+    """playbooks/status.yml's Markdown report: host -> its cells."""
+    report_file = directory / "fleet-status.md"
+    run = run_site(f"fleet_status_file={report_file}", playbook="playbooks/status.yml")
+    assert run.returncode == 0, run.output
+    lines = report_file.read_text().splitlines()
+    rows = [line.strip("|").split("|") for line in lines if line.startswith("| switchyard")]
+    return {cells[0].strip(): [cell.strip() for cell in cells[1:]] for cells in rows}
+
+
+# `host` keeps the tests in this file's order: pytest groups the tests by its parameter.
+def test_the_status_playbook_reports_each_host(host, run_site, tmp_path):
+    report = fleet_status(run_site, tmp_path)
+    assert list(report) == list(HOSTS)
+    for cells in report.values():
+        assert cells[:3] == ["serving", "llamacpp", "tiny-llama"], cells
+        assert cells[3] == "`localhost/switchyard/llama.cpp:server-local`", cells
+        assert cells[5] != "never", cells
+
+
+def router_play(*options: str) -> subprocess.CompletedProcess:
+    """The router's play alone, on the scenario's inventory and any more `options`."""
+    command = [*site_command(SCENARIO, playbook="playbooks/router.yml"), *options]
+    return subprocess.run(command, cwd=PROJECT, env=PLAYBOOK_ENV, capture_output=True, text=True, check=False)
+
+
+def test_a_host_added_to_the_inventory_joins_the_router_without_cutting_streams(host, tmp_path):
+    """Re-running the router's play with a third host in the inventory reloads HAProxy: the
+    new host is listed (down, as nothing serves there yet) and no request in flight fails."""
+    extra = tmp_path / "hosts.yml"
+    extra.write_text(
+        "llm_hosts:\n  hosts:\n    switchyard-sandbox-c:\n      ansible_host: 127.0.0.1\n"
+        "      ansible_port: 2299\n      gateway_port: 8280\n"
+    )
+    with traffic(ROUTER_URL, PAUSE_S) as outcomes:
+        time.sleep(1)
+        added = router_play(f"--inventory={extra}")
+        time.sleep(1)
+    assert added.returncode == 0, added.stdout + added.stderr
+    failed, total = outcome_summary(outcomes)
+    assert failed == [], failed[:5]
+    assert total > 5
+    assert router_state(host, "switchyard-sandbox-c")["up"] is False
+    removed = router_play()
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert host.run(f"{ROUTER_CTL} show switchyard-sandbox-c").rc != 0, "the host left the inventory but not the router"
+
+
+def test_a_killed_host_is_dropped_within_seconds_and_no_request_fails_after(host, run_site, tmp_path):
+    with traffic(ROUTER_URL, PAUSE_S) as outcomes:
+        time.sleep(1)
+        killed = time.monotonic()
+        subprocess.run(["podman", "stop", "--time", "0", HOST_B], check=True, capture_output=True)
+        stopped = time.monotonic()
+        while router_state(host, "switchyard-sandbox-b")["up"]:
+            assert time.monotonic() - killed < 30, "the router still sends requests to a stopped host"
+            time.sleep(0.2)
+        dropped = time.monotonic()
+        mark = len(outcomes)
+        time.sleep(5)
+    after = outcomes[mark:]
+    failed_at_kill, _ = outcome_summary(outcomes[:mark])
+    failed_after, total_after = outcome_summary(after)
+    print(
+        f"host stopped in {stopped - killed:.1f} s, dropped by the router {dropped - killed:.1f} s after the kill; "
+        f"{len(failed_at_kill)} requests failed before, {len(failed_after)} of {total_after} after"
+    )
+    assert dropped - killed < 10
+    assert total_after > 5
+    assert failed_after == [], failed_after[:5]
+    report = fleet_status(run_site, tmp_path)
+    assert report["switchyard-sandbox"][0] == "serving"
+    assert report["switchyard-sandbox-b"][0] == "unreachable"
