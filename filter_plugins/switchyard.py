@@ -126,6 +126,12 @@ def nvidia_cuda_distro(facts: Mapping[str, Any]) -> str:
     return distribution + str(facts["distribution_major_version"])
 
 
+def gateway_keys(api_key: str, api_keys: Iterable[str]) -> list[str]:
+    """The keys a gateway accepts, in the order the settings give them: gateway_api_key (the
+    original's API_KEY) when set, then gateway_api_keys."""
+    return ([api_key] if api_key else []) + list(api_keys)
+
+
 BACKEND_CONTAINER = re.compile(r"^llm-(vllm|ollama|llamacpp)$")
 
 
@@ -167,4 +173,5 @@ class FilterModule:
             "with_control_characters": with_control_characters,
             "nvidia_cuda_distro": nvidia_cuda_distro,
             "fleet_status_row": fleet_status_row,
+            "gateway_keys": gateway_keys,
         }

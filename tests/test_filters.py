@@ -127,3 +127,9 @@ def test_fleet_status_row_of_a_host_whose_backend_does_not_answer():
         "none",
         "never",
     )
+
+
+def test_gateway_keys_put_the_originals_api_key_first_and_skip_it_when_unset():
+    assert switchyard.gateway_keys("k1", ["k2", "k3"]) == ["k1", "k2", "k3"]
+    assert switchyard.gateway_keys("", ["k2"]) == ["k2"]
+    assert switchyard.gateway_keys("", []) == []
