@@ -92,6 +92,9 @@ def rotated(start_gateway: Callable[..., Gateway], llama_server: LlamaServer, tm
     keys = tmp_path / "api-keys"
     keys.write_text(OLD_KEY + "\n")
     gateway = start_gateway(llama_server.url, workers="2", api_keys_file=str(keys))
+    # A worker still starting would take the new key at its start (reload.catch_up), without
+    # the log line this fixture counts: rotate once both have their SIGHUP handler.
+    wait_for_log(gateway, "Application startup complete", 2)
     keys.write_text(NEW_KEY + "\n")
     gateway.process.send_signal(signal.SIGHUP)
     wait_for_log(gateway, "settings reloaded", 2)
