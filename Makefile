@@ -5,7 +5,7 @@ VENV := .venv/bin
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: demo demo-down test lint bench bench-gateway bench-vllm bench-routers bench-fleet bootstrap sandbox-artifacts vllm-artifacts
+.PHONY: demo demo-down test lint bench bench-gateway bench-vllm bench-pooling bench-routers bench-fleet bootstrap sandbox-artifacts pooling-artifacts vllm-artifacts
 
 bootstrap:
 	scripts/ci/bootstrap.sh
@@ -13,21 +13,27 @@ bootstrap:
 sandbox-artifacts: bootstrap
 	scripts/sandbox/build.sh
 
-## vLLM's CPU build as an image, a tiny Qwen3 and all-MiniLM-L6-v2 (about 7 minutes, 4 GB).
-vllm-artifacts: sandbox-artifacts
+## Infinity (the CPU pooling engine) as an image, all-MiniLM-L6-v2 and a tiny reranker (about 4 minutes, 1.5 GB).
+pooling-artifacts: sandbox-artifacts
+	scripts/sandbox/build_pooling.sh
+
+## vLLM's CPU build as an image and a tiny Qwen3 (about 5 minutes, 4 GB).
+vllm-artifacts: pooling-artifacts
 	scripts/sandbox/build_vllm.sh
 
-## Provision the sandbox host with the CPU llama.cpp backend; it answers on 127.0.0.1:8000.
-demo: sandbox-artifacts
-	scripts/sandbox/up.sh
-	ansible-playbook site.yml
-	@echo "Try: curl -s http://127.0.0.1:8000/v1/models"
+## Provision the sandbox host: llama.cpp's CPU backend on 127.0.0.1:8000, embedding on :8001,
+## reranker on :8002, the gateway in front of all three on :8080.
+## It prints how long it took, building the artifacts included.
+demo:
+	@start=$$(date +%s); $(MAKE) --no-print-directory pooling-artifacts && scripts/sandbox/up.sh \
+	  && ansible-playbook site.yml \
+	  && echo "make demo: serving after $$(( $$(date +%s) - start )) s. Try README's curl examples."
 
 demo-down:
 	scripts/sandbox/down.sh
 
 ## Lint, unit and gateway tests, then the Molecule scenarios on fresh sandbox hosts.
-test: sandbox-artifacts vllm-artifacts
+test: vllm-artifacts
 	scripts/ci/test.sh
 
 lint: bootstrap
@@ -57,3 +63,7 @@ bench-fleet: sandbox-artifacts
 ## vLLM's services (start time, memory, embedding and rerank speed) vs sentence-transformers.
 bench-vllm: vllm-artifacts
 	$(VENV)/python -m scripts.bench.vllm
+
+## The pooling engines: Infinity vs vLLM's CPU build vs sentence-transformers in-process.
+bench-pooling: vllm-artifacts
+	$(VENV)/python -m scripts.bench.pooling

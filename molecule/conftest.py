@@ -128,14 +128,23 @@ def backend_containers(host) -> dict[str, str]:
     return {name: cid for name, cid in pairs if name in BACKEND_CONTAINERS}
 
 
+def pooling_containers(host) -> dict[str, str]:
+    """Running embedding and reranker containers on the sandbox host: name -> container id."""
+    listing = host.check_output(f"{engine(host)} ps --format '{{{{.Names}}}} {{{{.ID}}}}'")
+    pairs = (line.split() for line in listing.splitlines() if line.strip())
+    return {name: cid for name, cid in pairs if name in ("llm-embedding", "llm-reranker")}
+
+
 def served_models(http) -> list[str]:
     return [model["id"] for model in http.get("/v1/models").json()["data"]]
 
 
 def assert_gateway_routes_to(gateway, backend: str) -> None:
     """Clients of the gateway keep one model name, whichever backend answers."""
-    assert gateway.get("/config").json()["backend"] == backend
-    assert served_models(gateway) == ["tiny-llama"]
+    config = gateway.get("/config").json()
+    assert config["backend"] == backend
+    pooling = [name for name in (config["models"]["embedding"], config["models"]["reranker"]) if name]
+    assert served_models(gateway) == ["tiny-llama", *pooling]
     reply = gateway.post(
         "/v1/chat/completions", json={"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}]}
     )

@@ -59,6 +59,8 @@ CASES = [
     ('{"gateway_api_key": "", "gateway_api_keys": []}', "auth on but no API key"),
     ('{"llm_ollama_image": "ollama latest"}', "llm_ollama_image is 'ollama latest', which is not an image reference"),
     ("llm_vllm_image=vllm@sha256:abc", "llm_vllm_image is 'vllm@sha256:abc', which is not"),
+    ('{"llm_infinity_cpu_image": "infinity latest"}', "llm_infinity_cpu_image is 'infinity latest', which is not"),
+    ("llm_pooling_engine=tei", "llm_pooling_engine must be one of: auto, vllm, infinity"),
     ('{"gateway_auth": false}', "gateway_auth is false and gateway_bind_address is 0.0.0.0: anyone"),
     ('{"gateway_auth": false, "gateway_bind_address": "::"}', "gateway_bind_address is ::: anyone"),
 ]

@@ -7,6 +7,7 @@ verified by systemd-analyze.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shlex
@@ -188,19 +189,57 @@ def test_llamacpp_unit_carries_the_seed_settings(units):
     assert "--n-gpu-layers" not in exec_start(units / "llamacpp-podman-cpu.service")
 
 
-def test_pooling_units_run_vllm_pooling_servers(units):
-    for name, port, model in (("embedding", "8001", "BAAI/bge-m3"), ("reranker", "8002", "BAAI/bge-reranker-v2-m3")):
-        argv = exec_start(units / f"{name}-podman-gpu.service")
+POOLING = (("embedding", "8001", "BAAI/bge-m3"), ("reranker", "8002", "BAAI/bge-reranker-v2-m3"))
+
+
+def served_by(argv: list[str]) -> str:
+    """Which pooling engine a unit runs: vLLM's pooling runner or Infinity's v2 server."""
+    if "--runner" in argv and option(argv, "--runner") == "pooling":
+        return "vllm"
+    return "infinity" if "v2" in argv and "--model-id" in argv else "unknown"
+
+
+@pytest.mark.parametrize(("name", "port", "model"), POOLING)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_pooling_engine_auto_is_vllm_with_a_gpu_and_infinity_without(units, name, port, model, engine):
+    on_gpu = exec_start(units / f"{name}-{engine}-gpu.service")
+    on_cpu = exec_start(units / f"{name}-{engine}-cpu.service")
+    assert (served_by(on_gpu), served_by(on_cpu)) == ("vllm", "infinity")
+    assert "docker.io/vllm/vllm-openai:v0.12.0" in on_gpu
+    assert "docker.io/michaelf34/infinity:0.0.77-cpu" in on_cpu
+    for argv in (on_gpu, on_cpu):
         assert option(argv, "--name") == f"llm-{name}"
         assert option(argv, "--port") == port
-        assert option(argv, "--runner") == "pooling"
         assert model in argv
+
+
+@pytest.mark.parametrize("gpu", ["gpu", "cpu"])
+def test_a_chosen_pooling_engine_runs_whatever_the_gpu(units, gpu):
+    assert served_by(exec_start(units / f"embedding-podman-{gpu}-vllm.service")) == "vllm"
+    infinity = exec_start(units / f"embedding-podman-{gpu}-infinity.service")
+    assert served_by(infinity) == "infinity"
+    server_args = infinity[infinity.index("v2") :]  # podman has a --device of its own
+    assert option(server_args, "--device") == ("cuda" if gpu == "gpu" else "cpu")
+    assert ("docker.io/michaelf34/infinity:0.0.77" in infinity) == (gpu == "gpu")
+
+
+def test_infinity_serves_under_v1_offline_and_reports_nothing(units):
+    argv = exec_start(units / "reranker-podman-cpu.service")
+    # The readiness probe and the gateway ask /v1/embeddings and /v1/rerank, as of vLLM.
+    assert option(argv, "--url-prefix") == "/v1"
+    assert option(argv, "--served-model-name") == "BAAI/bge-reranker-v2-m3"
+    env = {value for flag, value in itertools.pairwise(argv) if flag == "--env"}
+    assert {"HF_HUB_OFFLINE=1", "DO_NOT_TRACK=1", "INFINITY_ANONYMOUS_USAGE_STATS=0"} <= env
+    # Its own cache goes to the container's /tmp: the models' mount is read-only.
+    assert "INFINITY_HOME=/tmp" in env
+    assert "/var/lib/switchyard/huggingface:/root/.cache/huggingface:ro" in argv
+    assert "HF_HOME=/root/.cache/huggingface" in env
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_rendered_units_pass_systemd_analyze_verify(units, engine):
     files = sorted(str(path) for path in units.glob(f"*-{engine}-*.service"))
-    assert len(files) == 10
+    assert len(files) == 18
     env = dict(os.environ)
     # The readiness probe is installed by the role before it verifies; not on this machine.
     tolerated = f"Command {PROBE} is not executable"

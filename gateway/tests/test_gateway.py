@@ -109,6 +109,37 @@ def test_rerank_goes_to_the_reranker_service(gateway: Gateway, headers: dict, pa
     assert response.status_code == 501 and "rerank" in response.text.lower()
 
 
+def test_score_passes_through_to_vllm(gateway: Gateway, headers: dict):
+    # llama-server has no /v1/score: its own 404 shows the request went there as it was.
+    body = {"model": "bge-reranker", "text_1": "q", "text_2": ["a"]}
+    response = httpx.post(gateway.url + "/v1/score", headers=headers, json=body)
+    assert response.status_code == 404 and "File Not Found" in response.text
+
+
+def test_on_infinity_score_and_teis_body_become_a_rerank(
+    start_gateway: Callable[..., Gateway], llama_server: LlamaServer, reranker_server: LlamaServer, headers: dict
+):
+    """Infinity has no /v1/score and takes no TEI body: both reach the reranker as a
+    /v1/rerank (the stand-in's refusal to rerank shows it); malformed ones are refused by the
+    gateway, naming the field. molecule/default has the answers of a real reranker."""
+    gateway = start_gateway(
+        llama_server.url, reranker_url=reranker_server.url, reranker_model="bge-reranker", pooling_engine="infinity"
+    )
+    adapted = (("/v1/score", {"text_1": "q", "text_2": ["a", "b"]}), ("/rerank", {"query": "q", "texts": ["a"]}))
+    for path, body in adapted:
+        response = httpx.post(gateway.url + path, headers=headers, json=body)
+        assert response.status_code == 501 and "rerank" in response.text.lower(), (path, response.text)
+    for path, body, param in (
+        ("/v1/score", {"text_1": ["a", "b"], "text_2": ["a", "b", "c"]}, "text_1"),
+        ("/v1/score", {"text_1": "q"}, "text_2"),
+        ("/rerank", {"query": "q", "texts": [1, 2]}, "texts"),
+        ("/v1/rerank", {"query": None, "texts": ["a"]}, "query"),
+    ):
+        response = httpx.post(gateway.url + path, headers=headers, json=body)
+        assert response.status_code == 400, (path, response.text)
+        assert response.json()["error"]["param"] == param
+
+
 # --- Auth -------------------------------------------------------------------------------
 
 

@@ -34,6 +34,11 @@ def test_unknown_thinking_switch_names_the_choices():
         load(BASE | {"SWITCHYARD_GATEWAY_THINKING_SWITCH": "think", "SWITCHYARD_GATEWAY_AUTH": "false"})
 
 
+def test_unknown_pooling_engine_names_the_choices():
+    with pytest.raises(SettingsError, match="POOLING_ENGINE='tei': must be one of vllm, infinity"):
+        load(BASE | {"SWITCHYARD_GATEWAY_POOLING_ENGINE": "tei", "SWITCHYARD_GATEWAY_AUTH": "false"})
+
+
 @pytest.mark.parametrize(
     ("name", "value"), [("AUTH", "maybe"), ("MAX_BODY_BYTES", "-1"), ("READ_TIMEOUT", "soon"), ("WORKERS", "-2")]
 )

@@ -1,11 +1,14 @@
-"""The baseline of scripts/bench/vllm.py: sentence-transformers in one process on the same model.
+"""The baseline of the pooling benchmarks (vllm.py, pooling.py): sentence-transformers in one
+process on the same model files.
 
-Run by vllm.py with the benchmark venv's Python (sentence-transformers, CPU torch), from the
-project's root:
-    python -m scripts.bench.st_baseline MODEL_DIR STARTED_AT < workload.json
+Run with the benchmark venv's Python (sentence-transformers, CPU torch), from the project's root:
+    python -m scripts.bench.st_baseline EMBEDDING_DIR STARTED_AT [BACKEND [CROSS_ENCODER_DIR]] < workload.json
 STARTED_AT is the wall-clock time at which the caller started this process, so "ready" counts
-Python's and torch's start as a service's start counts them. Prints one JSON object: seconds to
-ready, resident memory (VmRSS, as measured for the services), and raw per-call seconds for the caller to summarise.
+Python's and torch's start as a service's start counts them. BACKEND is sentence-transformers'
+torch (default), onnx or openvino. Rerank scores the documents with CROSS_ENCODER_DIR when
+given, else by the embeddings' cosine (as vLLM scores with an embedding model). Prints one JSON
+object: seconds to ready, resident memory (VmRSS, as measured for the services), and raw
+per-call seconds for the caller to summarise.
 """
 
 import json
@@ -19,15 +22,23 @@ from .stats import timed
 
 def main() -> None:
     model_dir, started_at = sys.argv[1], float(sys.argv[2])
-    from sentence_transformers import SentenceTransformer, util
+    backend = sys.argv[3] if len(sys.argv) > 3 else "torch"
+    cross_encoder_dir = sys.argv[4] if len(sys.argv) > 4 else None
+    from sentence_transformers import CrossEncoder, SentenceTransformer, util
 
-    model = SentenceTransformer(model_dir, device="cpu")
+    model = SentenceTransformer(model_dir, device="cpu", backend=backend)
     model.encode(["ready"])
+    cross_encoder = CrossEncoder(cross_encoder_dir, device="cpu", backend=backend) if cross_encoder_dir else None
+    if cross_encoder is not None:
+        cross_encoder.predict([("ready", "ready")])
     ready_seconds = time.time() - started_at
     work = json.load(sys.stdin)
     texts, query, documents = work["texts"], work["query"], work["documents"]
 
     def rerank() -> None:
+        if cross_encoder is not None:
+            cross_encoder.predict([(query, document) for document in documents], batch_size=len(documents))
+            return
         vectors = model.encode([query, *documents], batch_size=len(documents) + 1)
         util.cos_sim(vectors[:1], vectors[1:])
 

@@ -21,6 +21,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 
@@ -29,9 +30,10 @@ from .stats import percentile, timed
 
 SANDBOX = os.environ.get("SWITCHYARD_SANDBOX", "switchyard-bench")
 BASELINE_VENV = PROJECT / ".cache/bench/st-venv"
-BASELINE_REQUIREMENTS = ("torch==2.13.0", "sentence-transformers==6.2.0")
+# The ONNX backend is one of pooling.py's candidates.
+BASELINE_REQUIREMENTS = ("torch==2.13.0", "sentence-transformers[onnx]==5.7.0")
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-MODEL_CACHE = PROJECT / ".cache/sandbox/models/huggingface/hub/models--sentence-transformers--all-MiniLM-L6-v2"
+HUB = PROJECT / ".cache/sandbox/models/huggingface/hub"
 # unit, container, port
 SERVICES = (
     ("llm-embedding", "llm-embedding", 8001),
@@ -120,21 +122,30 @@ def measure_vllm(sandbox: Sandbox) -> dict:
     return results
 
 
-def measure_baseline() -> dict:
+def snapshot(repo: str) -> Path:
+    """The model files of a Hugging Face cache entry in the sandbox cache."""
+    return next((HUB / f"models--{repo.replace('/', '--')}" / "snapshots").iterdir())
+
+
+def measure_baseline(backend: str = "torch", cross_encoder: str | None = None) -> dict:
+    """sentence-transformers in one process (st_baseline.py) on MODEL, and on the cross-encoder
+    repo `cross_encoder` for rerank when given, with one of its backends."""
     python = BASELINE_VENV / "bin/python"
     if not python.exists():
         print(f"installing {' '.join(BASELINE_REQUIREMENTS)} into {BASELINE_VENV} (once)", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "venv", str(BASELINE_VENV)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", *BASELINE_REQUIREMENTS], check=True)
-    snapshot = next((MODEL_CACHE / "snapshots").iterdir())
     work = json.dumps(WORKLOAD | {"texts": TEXTS, "query": QUERY, "documents": DOCUMENTS})
     env = os.environ | {
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
         "PYTHONPATH": str(PROJECT),
     }
+    models = [str(snapshot(MODEL)), str(time.time()), backend]
+    if cross_encoder:
+        models.append(str(snapshot(cross_encoder)))
     done = subprocess.run(
-        [str(python), "-m", "scripts.bench.st_baseline", str(snapshot), str(time.time())],
+        [str(python), "-m", "scripts.bench.st_baseline", *models],
         input=work,
         capture_output=True,
         text=True,

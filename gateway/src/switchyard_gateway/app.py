@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
-from . import proxy, status
+from . import pooling, proxy, status
 from .access import AccessLog
 from .errors import GatewayError, on_gateway_error, on_http_exception, on_unexpected_error
 from .metrics import Metrics
@@ -39,7 +39,7 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             loop.remove_signal_handler(signal.SIGHUP)
 
-    routes = [*status.routes, *proxy.routes]
+    routes = [*status.routes, *proxy.routes, *pooling.routes]
     metrics = Metrics()
     app = Starlette(
         routes=routes,

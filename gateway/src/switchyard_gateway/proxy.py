@@ -1,4 +1,4 @@
-"""The OpenAI routes: generation to the active backend, embeddings and rerank to their services."""
+"""The OpenAI generation routes, to the active backend (pooling.py has embeddings and rerank)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from . import hold, reasoning, rewrite
 from .auth import require_key
+from .body import read_json, upstream_headers
 from .errors import GatewayError, upstream_error_body, upstream_error_response
 from .models import ModelRoute
 from .upstream import (
@@ -22,7 +23,6 @@ from .upstream import (
     error_event,
     let_go,
     open_stream,
-    raw_response,
     read_body,
     relay_events,
 )
@@ -31,32 +31,6 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # How often a stream that waits for the backend says so (an SSE comment), well inside the
 # idle timeouts of clients and proxies (often 30-60 s).
 KEEPALIVE_S = 5.0
-
-
-async def read_json(request: Request) -> dict[str, Any]:
-    """The request body as a JSON object, refused early when it is over the size limit."""
-    limit = request.app.state.settings.max_body_bytes
-    too_large = GatewayError(413, f"Request body is larger than {limit} bytes.", "request_too_large")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_large
-    try:
-        parsed = orjson.loads(body)
-    except ValueError as error:
-        raise GatewayError(400, f"Request body is not valid JSON: {error}.", "invalid_json") from None
-    if not isinstance(parsed, dict):
-        raise GatewayError(400, "Request body must be a JSON object.", "invalid_json")
-    return parsed
-
-
-def _upstream_headers(request: Request) -> dict[str, str]:
-    # The client's API key stays here: upstreams get the request id only.
-    return {"content-type": "application/json", "x-request-id": request.scope["state"]["request_id"]}
 
 
 async def _open_once(
@@ -90,7 +64,7 @@ async def _open_once(
             "backend",
             settings.backend_url + path,
             payload,
-            _upstream_headers(request),
+            upstream_headers(request),
             settings,
             state.metrics,
         )
@@ -206,41 +180,7 @@ async def completions(request: Request) -> Response:
     return await _generate(request, "/v1/completions", chat=False)
 
 
-async def _pooling(request: Request, service: str, path: str) -> Response:
-    require_key(request)
-    state = request.app.state
-    settings = state.settings
-    base_url = getattr(settings, f"{service}_url")
-    if not base_url:
-        raise GatewayError(404, f"No {service} service is configured on this host.", f"{service}_not_configured")
-    body = await read_json(request)
-    route = getattr(state.catalog, service)(body.get("model"))
-    request.scope["state"]["model"] = route.public
-    body["model"] = route.upstream
-    payload = orjson.dumps(body)
-    upstream = await open_stream(
-        state.client, service, base_url + path, payload, _upstream_headers(request), settings, state.metrics
-    )
-    return raw_response(upstream)
-
-
-async def embeddings(request: Request) -> Response:
-    return await _pooling(request, "embedding", "/v1/embeddings")
-
-
-async def rerank(request: Request) -> Response:
-    return await _pooling(request, "reranker", "/v1/rerank")
-
-
-async def score(request: Request) -> Response:
-    return await _pooling(request, "reranker", "/v1/score")
-
-
 routes = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/completions", completions, methods=["POST"]),
-    Route("/v1/embeddings", embeddings, methods=["POST"]),
-    Route("/v1/rerank", rerank, methods=["POST"]),
-    Route("/rerank", rerank, methods=["POST"]),
-    Route("/v1/score", score, methods=["POST"]),
 ]

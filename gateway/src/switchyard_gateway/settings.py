@@ -16,6 +16,8 @@ PREFIX = "SWITCHYARD_GATEWAY_"
 # How a backend turns Qwen3's thinking off: its chat template's enable_thinking, or
 # reasoning_effort "none" (Ollama's OpenAI endpoint).
 THINKING_SWITCHES = ("chat_template_kwargs", "reasoning_effort")
+# What serves embeddings and rerank (pooling.py adapts what Infinity lacks).
+POOLING_ENGINES = ("vllm", "infinity")
 # Workers beyond a few add memory (an app and an upstream pool each) and little throughput:
 # one core of Python relays thousands of requests or tens of thousands of chunks a second.
 AUTO_WORKERS_CAP = 8
@@ -40,6 +42,7 @@ class Settings:
     embedding_model: str = ""
     reranker_url: str = "http://127.0.0.1:8002"
     reranker_model: str = ""
+    pooling_engine: str = "vllm"
     # The GPU conformance check's status file (roles/nvidia), shown in /health/deep; "" on
     # hosts without a GPU.
     gpu_status_file: str = ""
@@ -144,6 +147,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(
             f"{PREFIX}THINKING_SWITCH={thinking_switch!r}: must be one of {', '.join(THINKING_SWITCHES)}"
         )
+    pooling_engine = get("POOLING_ENGINE", Settings.pooling_engine)
+    if pooling_engine not in POOLING_ENGINES:
+        raise SettingsError(f"{PREFIX}POOLING_ENGINE={pooling_engine!r}: must be one of {', '.join(POOLING_ENGINES)}")
     model = get("MODEL")
     if not model:
         raise SettingsError(f"{PREFIX}MODEL is empty: set the public model name clients use")
@@ -169,6 +175,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         embedding_model=get("EMBEDDING_MODEL"),
         reranker_url=get("RERANKER_URL", Settings.reranker_url).rstrip("/"),
         reranker_model=get("RERANKER_MODEL"),
+        pooling_engine=pooling_engine,
         gpu_status_file=get("GPU_STATUS_FILE"),
         auth=auth,
         api_keys=api_keys,

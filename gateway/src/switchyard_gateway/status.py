@@ -154,6 +154,7 @@ async def config(request: Request) -> JSONResponse:
                 "embedding": settings.embedding_model or None,
                 "reranker": settings.reranker_model or None,
             },
+            "pooling_engine": settings.pooling_engine if settings.embedding_url or settings.reranker_url else None,
             "upstreams": {name: base for name, (base, _model) in upstreams(settings).items()},
             "versions": {"gateway": __version__, "backend": await backend_version(request.app.state.client, settings)},
             "auth": {

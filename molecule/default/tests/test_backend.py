@@ -58,12 +58,6 @@ def test_installed_units_verify(host):
     assert result.rc == 0, result.stderr
 
 
-def test_disabled_embedding_and_reranker_units_are_installed_but_stopped(host):
-    for name in ("llm-embedding", "llm-reranker"):
-        assert host.file(f"/etc/systemd/system/{name}.service").exists
-        assert not host.service(name).is_running
-
-
 def test_the_servers_own_log_and_the_readiness_probe_reach_the_journal(host):
     journal = host.check_output("journalctl --unit llm-backend --no-pager --output cat").splitlines()
     # Written by llama-server itself, not by systemd or podman about it.

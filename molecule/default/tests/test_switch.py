@@ -22,6 +22,7 @@ from conftest import (
     assert_llamacpp_serving,
     assert_serving,
     backend_containers,
+    pooling_containers,
     repeating,
     served_models,
     traffic,
@@ -77,6 +78,8 @@ TINY_MANIFEST = "/var/lib/switchyard/ollama/models/manifests/registry.ollama.ai/
 
 def test_switch_to_ollama_and_back(host, run_site, http, gateway):
     assert_gateway_routes_to(gateway, "llamacpp")
+    pooling = pooling_containers(host)
+    assert set(pooling) == {"llm-embedding", "llm-reranker"}
     manifest = host.file(TINY_MANIFEST)
     assert not manifest.exists
     to_ollama = run_site("llm_backend=ollama")
@@ -103,6 +106,7 @@ def test_switch_to_ollama_and_back(host, run_site, http, gateway):
     assert back.returncode == 0, back.output
     assert_llamacpp_serving(host, http)
     assert_gateway_routes_to(gateway, "llamacpp")
+    assert pooling_containers(host) == pooling, "a backend switch restarted embedding or reranker"
 
 
 def test_the_gateways_clients_see_no_failure_through_a_switch_and_back(host, run_site, gateway):
@@ -288,3 +292,9 @@ def test_services_come_back_after_the_host_restarts(host, gateway):
     print(f"host restarted: the gateway served a completion {answered:.1f} s after the host started")
     for unit in ("llm-backend", "llm-gateway"):
         assert host.service(unit).is_running
+    # Embedding and reranker come back too (their start may end after the backend's).
+    while time.monotonic() - started < 180 and not all(
+        host.service(unit).is_running for unit in ("llm-embedding", "llm-reranker")
+    ):
+        time.sleep(1)
+    assert host.service("llm-embedding").is_running and host.service("llm-reranker").is_running

@@ -9,7 +9,7 @@ import sys
 import httpx
 import pytest
 
-from conftest import GATEWAY_KEY, GATEWAY_URL, PROJECT, backend_containers
+from conftest import GATEWAY_KEY, GATEWAY_URL, PROJECT, backend_containers, pooling_containers
 
 CHAT_MODEL = "tiny-chat"
 POOLING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -27,12 +27,6 @@ def url(port: int, path: str) -> str:
 
 def cosine(a: list[float], b: list[float]) -> float:
     return sum(x * y for x, y in zip(a, b, strict=True)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
-
-
-def pooling_containers(host) -> dict[str, str]:
-    listing = host.check_output("podman ps --format '{{.Names}} {{.ID}}'")
-    pairs = (line.split() for line in listing.splitlines() if line.strip())
-    return {name: cid for name, cid in pairs if name in ("llm-embedding", "llm-reranker")}
 
 
 @pytest.mark.parametrize("unit", ["llm-backend", "llm-embedding", "llm-reranker"])

@@ -1,0 +1,61 @@
+# Shared by the sandbox's image builds (build_vllm.sh, build_pooling.sh); sourced, not run.
+# Expects $root (the project) and defines $cache, $hub and what the builds have in common.
+
+cache="$root/.cache/sandbox"
+hub="$cache/models/huggingface/hub"
+python="${PYTHON:-$root/.venv/bin/python}"
+# Debian 12 with Python and what pip's wheels of torch-based servers load at run time.
+python_base_image=localhost/switchyard/python-base:bookworm
+# Flags these build machines need for a container started on the machine itself
+# (shared/ENVIRONMENT.md): crun refuses the cgroup layout, rlimits cannot be raised.
+podman_run=(podman --runtime runc run --rm --network host --ulimit nofile=1024:1024 --ulimit nproc=1000:1000)
+mkdir -p "$cache" "$hub"
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+build_python_base_image() {
+  if podman image exists "$python_base_image"; then return; fi
+  log "building $python_base_image with debootstrap"
+  local rootfs="$cache/python-rootfs"
+  rm -rf "$rootfs"
+  debootstrap --variant=minbase --include=python3,python3-venv,libnuma1,libgomp1,ca-certificates,g++,python3-dev \
+    bookworm "$rootfs" >"$cache/python-debootstrap.log"
+  tar -C "$rootfs" -c . | podman import --quiet - "$python_base_image" >/dev/null
+  rm -rf "$rootfs"
+}
+
+# pip_build NAME SCRIPT: runs SCRIPT (sh) in a container NAME from the base image, left for
+# the caller to commit. pip inside trusts what this machine's pip trusts (its CA bundle, a
+# TLS-inspecting proxy's included) and sees its local wheels (a CPU build of torch). Set in
+# the command, not with -e, so that none of it stays in the image.
+pip_build() {
+  local name=$1 script=$2
+  local mounts=(-v "${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}:/etc/ssl/certs/build-ca.crt:ro")
+  local pip_env="PIP_CERT=/etc/ssl/certs/build-ca.crt PIP_DEFAULT_TIMEOUT=180"
+  for links in ${PIP_FIND_LINKS:-/opt/wheels}; do
+    if [ -d "$links" ]; then mounts+=(-v "$links:$links:ro") && pip_env+=" PIP_FIND_LINKS=$links"; fi
+  done
+  podman rm --force "$name" >/dev/null 2>&1 || true
+  podman --runtime runc run --name "$name" --network host --ulimit nofile=1024:1024 \
+    --ulimit nproc=1000:1000 "${mounts[@]}" "$python_base_image" sh -euc "export $pip_env; $script" \
+    >"$cache/$name.log" 2>&1
+}
+
+# save_image IMAGE ARCHIVE: a docker-archive for the sandbox host to load, written once.
+save_image() {
+  local image=$1 archive=$2
+  if [ -f "$archive" ]; then return; fi
+  log "saving $image to $archive"
+  podman save --quiet --format docker-archive -o "$archive.partial" "$image"
+  mv "$archive.partial" "$archive"
+}
+
+# A Hugging Face cache entry (hub/models--ORG--NAME/{refs/main,snapshots/REV/...}) made from
+# a directory of model files, as huggingface-hub would leave it after a download.
+cache_entry() {
+  local repo=$1 source=$2 revision=0000000000000000000000000000000000000000
+  local entry="$hub/models--${repo//\//--}"
+  rm -rf "$entry" && mkdir -p "$entry/refs" "$entry/snapshots/$revision"
+  printf '%s' "$revision" >"$entry/refs/main"
+  cp -r "$source"/. "$entry/snapshots/$revision/"
+}
