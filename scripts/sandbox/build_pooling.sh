@@ -21,7 +21,7 @@ infinity_version=0.0.77
 build_image() {
   if podman image exists "$image"; then return; fi
   build_python_base_image
-  log "installing torch $torch_version and infinity-emb $infinity_version (about 2 minutes, 1.5 GB)"
+  log "installing torch $torch_version and infinity-emb $infinity_version (about 2 minutes, 1.4 GB)"
   # infinity-emb 0.0.77 declares no upper bound on click and typer, and its CLI fails to
   # start with click 8.2 / typer 0.13 and later: the releases of its time are pinned.
   pip_build infinity-build "
