@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -133,6 +134,19 @@ def pooling_containers(host) -> dict[str, str]:
     listing = host.check_output(f"{engine(host)} ps --format '{{{{.Names}}}} {{{{.ID}}}}'")
     pairs = (line.split() for line in listing.splitlines() if line.strip())
     return {name: cid for name, cid in pairs if name in ("llm-embedding", "llm-reranker")}
+
+
+# test_api.py's ways in: the services' own ports, and the gateway with the sandbox's key.
+TEST_API_TARGETS = {"direct": [], "gateway": ["--gateway", GATEWAY_URL, "--api-key", GATEWAY_KEY]}
+
+
+def assert_test_api_passes(target: list[str]) -> None:
+    """The original design's test_api.py: models, chat, stream, embedding and rerank all PASS."""
+    run = subprocess.run(
+        [sys.executable, str(PROJECT / "test_api.py"), *target], capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.count("PASS") == 5, run.stdout
 
 
 def served_models(http) -> list[str]:

@@ -15,7 +15,6 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=scripts/sandbox/lib.sh
 . "$root/scripts/sandbox/lib.sh"
 image=localhost/switchyard/infinity-cpu:local
-torch_version=2.13.0
 infinity_version=0.0.77
 
 build_image() {

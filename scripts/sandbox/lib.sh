@@ -6,6 +6,8 @@ hub="$cache/models/huggingface/hub"
 python="${PYTHON:-$root/.venv/bin/python}"
 # Debian 12 with Python and what pip's wheels of torch-based servers load at run time.
 python_base_image=localhost/switchyard/python-base:bookworm
+# The CPU build of torch both torch-based images install (vLLM's and Infinity's).
+torch_version=2.13.0
 # Flags these build machines need for a container started on the machine itself
 # (shared/ENVIRONMENT.md): crun refuses the cgroup layout, rlimits cannot be raised.
 podman_run=(podman --runtime runc run --rm --network host --ulimit nofile=1024:1024 --ulimit nproc=1000:1000)

@@ -7,13 +7,11 @@ import base64
 import json
 import math
 import struct
-import subprocess
-import sys
 
 import httpx
 import pytest
 
-from conftest import GATEWAY_KEY, GATEWAY_URL, PROJECT
+from conftest import GATEWAY_KEY, GATEWAY_URL, TEST_API_TARGETS, assert_test_api_passes
 
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 RERANKER_MODEL = "switchyard/tiny-reranker"
@@ -132,16 +130,9 @@ def test_deep_health_sees_all_three_services():
     }
 
 
-@pytest.mark.parametrize(
-    "target", [[], ["--gateway", GATEWAY_URL, "--api-key", GATEWAY_KEY]], ids=["direct", "gateway"]
-)
+@pytest.mark.parametrize("target", TEST_API_TARGETS.values(), ids=TEST_API_TARGETS)
 def test_test_api_passes_every_check(target):
-    """The original design's test_api.py: models, chat, stream, embedding, rerank."""
-    run = subprocess.run(
-        [sys.executable, str(PROJECT / "test_api.py"), *target], capture_output=True, text=True, timeout=300
-    )
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert run.stdout.count("PASS") == 5, run.stdout
+    assert_test_api_passes(target)
 
 
 def test_infinity_is_told_to_report_nothing_and_stay_offline(host):

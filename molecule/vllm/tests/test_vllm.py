@@ -3,13 +3,18 @@ that leaves embedding and reranker running."""
 
 import json
 import math
-import subprocess
-import sys
 
 import httpx
 import pytest
 
-from conftest import GATEWAY_KEY, GATEWAY_URL, PROJECT, backend_containers, pooling_containers
+from conftest import (
+    GATEWAY_KEY,
+    GATEWAY_URL,
+    TEST_API_TARGETS,
+    assert_test_api_passes,
+    backend_containers,
+    pooling_containers,
+)
 
 CHAT_MODEL = "tiny-chat"
 POOLING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -110,15 +115,9 @@ def test_the_gateway_reaches_all_three():
     assert httpx.post(GATEWAY_URL + "/v1/rerank", json=body, headers=headers, timeout=60).status_code == 200
 
 
-@pytest.mark.parametrize(
-    "target", [[], ["--gateway", GATEWAY_URL, "--api-key", GATEWAY_KEY]], ids=["direct", "gateway"]
-)
+@pytest.mark.parametrize("target", TEST_API_TARGETS.values(), ids=TEST_API_TARGETS)
 def test_test_api_passes_every_check(target):
-    run = subprocess.run(
-        [sys.executable, str(PROJECT / "test_api.py"), *target], capture_output=True, text=True, timeout=600
-    )
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert run.stdout.count("PASS") == 5
+    assert_test_api_passes(target)
 
 
 def test_switch_to_llamacpp_and_back_leaves_embedding_and_reranker_running(host, run_site):
