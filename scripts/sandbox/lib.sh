@@ -4,25 +4,30 @@
 cache="$root/.cache/sandbox"
 hub="$cache/models/huggingface/hub"
 python="${PYTHON:-$root/.venv/bin/python}"
+# The engine images (Infinity 2 GB, vLLM 4 GB, and their Python base) are built into an image
+# store of their own, which every sandbox host mounts read-only as an additional image store
+# (scripts/sandbox/up.sh): the services find them there, none is saved, copied or loaded.
+image_store="$cache/images"
+store_podman=(podman --root "$image_store" --runroot /run/switchyard-images)
 # Debian 12 with Python and what pip's wheels of torch-based servers load at run time.
 python_base_image=localhost/switchyard/python-base:bookworm
 # The CPU build of torch both torch-based images install (vLLM's and Infinity's).
 torch_version=2.13.0
 # Flags these build machines need for a container started on the machine itself
-# (shared/ENVIRONMENT.md): crun refuses the cgroup layout, rlimits cannot be raised.
-podman_run=(podman --runtime runc run --rm --network host --ulimit nofile=1024:1024 --ulimit nproc=1000:1000)
+# (the same quirks as scripts/sandbox/up.sh): crun refuses the cgroup layout, rlimits cannot be raised.
+podman_run=("${store_podman[@]}" --runtime runc run --rm --network host --ulimit nofile=1024:1024 --ulimit nproc=1000:1000)
 mkdir -p "$cache" "$hub"
 
 log() { printf '==> %s\n' "$*" >&2; }
 
 build_python_base_image() {
-  if podman image exists "$python_base_image"; then return; fi
+  if "${store_podman[@]}" image exists "$python_base_image"; then return; fi
   log "building $python_base_image with debootstrap"
   local rootfs="$cache/python-rootfs"
   rm -rf "$rootfs"
   debootstrap --variant=minbase --include=python3,python3-venv,libnuma1,libgomp1,ca-certificates,g++,python3-dev \
     bookworm "$rootfs" >"$cache/python-debootstrap.log"
-  tar -C "$rootfs" -c . | podman import --quiet - "$python_base_image" >/dev/null
+  tar -C "$rootfs" -c . | "${store_podman[@]}" import --quiet - "$python_base_image" >/dev/null
   rm -rf "$rootfs"
 }
 
@@ -37,19 +42,10 @@ pip_build() {
   for links in ${PIP_FIND_LINKS:-/opt/wheels}; do
     if [ -d "$links" ]; then mounts+=(-v "$links:$links:ro") && pip_env+=" PIP_FIND_LINKS=$links"; fi
   done
-  podman rm --force "$name" >/dev/null 2>&1 || true
-  podman --runtime runc run --name "$name" --network host --ulimit nofile=1024:1024 \
+  "${store_podman[@]}" rm --force "$name" >/dev/null 2>&1 || true
+  "${store_podman[@]}" --runtime runc run --name "$name" --network host --ulimit nofile=1024:1024 \
     --ulimit nproc=1000:1000 "${mounts[@]}" "$python_base_image" sh -euc "export $pip_env; $script" \
     >"$cache/$name.log" 2>&1
-}
-
-# save_image IMAGE ARCHIVE: a docker-archive for the sandbox host to load, written once.
-save_image() {
-  local image=$1 archive=$2
-  if [ -f "$archive" ]; then return; fi
-  log "saving $image to $archive"
-  podman save --quiet --format docker-archive -o "$archive.partial" "$image"
-  mv "$archive.partial" "$archive"
 }
 
 # A Hugging Face cache entry (hub/models--ORG--NAME/{refs/main,snapshots/REV/...}) made from

@@ -14,6 +14,11 @@
 #                           server; its SSH server too, on 127.0.0.1:2222 (or its own port)
 #   --shm-size 2g           vLLM (run with --ipc host) needs more /dev/shm than podman's 64 MB;
 #                           a real host's /dev/shm is half its memory
+#   --volume ...images:ro   the engine images built on this machine (Infinity, vLLM: several GB,
+#                           scripts/sandbox/lib.sh), read-only, named as an additional image store
+#                           in the host's /etc/containers/storage.conf: Podman on the host finds
+#                           them there and the roles need not copy and load them (the smaller
+#                           llama.cpp and Ollama images still come in as llm_image_archives)
 # With SWITCHYARD_SANDBOX_ENGINE=docker (a host for container_engine: docker), two more:
 #   --cgroupns=private      on this machine's hybrid cgroup v1 layout, every `docker run` in
 #                           the sandbox fails mounting /sys/fs/cgroup without it
@@ -25,8 +30,11 @@ set -euo pipefail
 name=${1:-${SWITCHYARD_SANDBOX:-switchyard-sandbox}}
 image=localhost/switchyard/sandbox-host:bookworm-ssh
 ssh_port=${SWITCHYARD_SANDBOX_SSH_PORT:-2222}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=scripts/sandbox/lib.sh
+. "$root/scripts/sandbox/lib.sh"
 # This machine's key for Ansible's SSH connection to the sandbox (inventory/sandbox/hosts.yml).
-key=$(cd "$(dirname "$0")/../.." && pwd)/.cache/sandbox/ssh/id_ed25519
+key=$cache/ssh/id_ed25519
 
 if podman container exists "$name"; then
   echo "sandbox host $name is already running" >&2
@@ -43,11 +51,14 @@ engine_flags=()
 if [ "${SWITCHYARD_SANDBOX_ENGINE:-podman}" = docker ]; then
   engine_flags=(--cgroupns=private --volume "$name-docker:/var/lib/docker")
 fi
+# An empty store is a valid one (the engine images may still be building beside this host).
+"${store_podman[@]}" images >/dev/null
 
 podman --runtime runc create --name "$name" --hostname "$name" \
   --privileged --systemd=always --network host --shm-size 2g \
   --ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit nproc=4096:4096 \
   --volume "$name-containers:/var/lib/containers" "${engine_flags[@]}" \
+  --volume "$image_store:/var/lib/switchyard-images:ro" \
   "$image" /sbin/init >/dev/null
 # The image's SSH server listens on 2222 (scripts/sandbox/build.sh): this host's port instead.
 sshd_config=$(mktemp)
@@ -55,6 +66,14 @@ trap 'rm -f "$sshd_config"' EXIT
 podman cp "$name:/etc/ssh/sshd_config.d/sandbox.conf" "$sshd_config"
 sed -i "s/^Port .*/Port $ssh_port/" "$sshd_config"
 podman cp "$sshd_config" "$name:/etc/ssh/sshd_config.d/sandbox.conf"
+# Podman's own defaults, and the engine image store (Debian's podman ships no storage.conf).
+containers_config=$(mktemp -d)
+trap 'rm -rf "$sshd_config" "$containers_config"' EXIT
+mkdir "$containers_config/containers"
+printf '%s\n' '[storage]' 'driver = "overlay"' 'runroot = "/run/containers/storage"' \
+  'graphroot = "/var/lib/containers/storage"' '[storage.options]' \
+  'additionalimagestores = ["/var/lib/switchyard-images"]' >"$containers_config/containers/storage.conf"
+podman cp "$containers_config/containers" "$name:/etc/"
 podman start "$name" >/dev/null
 
 if [ ! -f "$key" ]; then

@@ -1,7 +1,7 @@
 """The backend switch, driven as a user drives it: ansible-playbook site.yml -e llm_backend=...
 
 The second backend here is Ollama, served by the Ollama test double (see
-files/ollama_test_double.py): no Ollama binary can be had on these machines. Its model is
+molecule/default/files/ollama_test_double.py): no Ollama binary can be had on these machines. Its model is
 pulled through the double's /api/pull from the double's stand-in registry.
 """
 
