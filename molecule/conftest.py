@@ -179,3 +179,10 @@ def assert_serving(host, http, backend: str, model: str, container_id: str | Non
 
 def assert_llamacpp_serving(host, http, container_id: str | None = None) -> None:
     assert_serving(host, http, "llamacpp", "tiny-llama", container_id)
+
+
+@pytest.fixture
+def llamacpp_id(host, http) -> str:
+    """The running llama.cpp container's id, once it is seen serving."""
+    assert_llamacpp_serving(host, http)
+    return backend_containers(host)["llm-llamacpp"]

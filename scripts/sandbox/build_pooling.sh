@@ -56,7 +56,9 @@ make_reranker_model() {
   local out="$cache/tiny-reranker" minilm
   minilm=$(echo "$hub"/models--sentence-transformers--all-MiniLM-L6-v2/snapshots/*)
   rm -rf "$out" && mkdir -p "$out"
-  "${podman_run[@]}" -v "$root/scripts/sandbox:/scripts:ro" -v "$minilm:/minilm:ro" -v "$out:/out" \
+  # One thread: the fine-tune runs beside llama-server's compile (make test, make demo), and
+  # torch's second thread would only wait for the first on two busy cores.
+  "${podman_run[@]}" --env OMP_NUM_THREADS=1 -v "$root/scripts/sandbox:/scripts:ro" -v "$minilm:/minilm:ro" -v "$out:/out" \
     --entrypoint /opt/infinity/bin/python "$image" /scripts/make_tiny_reranker.py /minilm /out
   cache_entry switchyard/tiny-reranker "$out"
   rm -rf "$out"

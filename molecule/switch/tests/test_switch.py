@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
-import pytest
 
 from conftest import (
     GATEWAY_URL,
@@ -50,12 +49,6 @@ def outage_watch(model: str) -> Iterator[dict[str, float]]:
 
     with httpx.Client(base_url="http://127.0.0.1:8000", timeout=5) as client, repeating(lambda: probe(client), 0.1):
         yield found
-
-
-@pytest.fixture
-def llamacpp_id(host, http) -> str:
-    assert_llamacpp_serving(host, http)
-    return backend_containers(host)["llm-llamacpp"]
 
 
 def assert_no_pull_server_left(host) -> None:
@@ -118,7 +111,10 @@ def test_the_gateways_clients_see_no_failure_through_a_switch_and_back(host, run
         return host.check_output("systemctl show --property=MainPID --value llm-gateway")
 
     pid = gateway_pid()
-    with traffic(GATEWAY_URL) as outcomes:
+    # A pause between each client's requests, as in the fleet's test: a request every few
+    # tenths of a second per client still lands in every part of the switch, and the cores
+    # stay with the run (back to back, the clients took one of the machine's two).
+    with traffic(GATEWAY_URL, pause_s=0.1) as outcomes:
         for backend in ("ollama", "llamacpp"):
             run = run_site(f"llm_backend={backend}")
             assert run.returncode == 0, run.output
@@ -175,29 +171,6 @@ def test_check_mode_switch_reports_changes_but_changes_nothing(host, run_site, h
     assert_llamacpp_serving(host, http, llamacpp_id)
 
 
-def test_changed_settings_restart_the_backend(host, run_site, http, llamacpp_id):
-    run = run_site("llm_max_model_len=256")
-    assert run.returncode == 0, run.output
-    assert backend_containers(host)["llm-llamacpp"] != llamacpp_id
-    assert "--ctx-size 256" in host.file("/etc/systemd/system/llm-backend.service").content_string.replace("'", "")
-    restore = run_site()
-    assert restore.returncode == 0, restore.output
-
-
-def test_a_backend_that_exits_at_start_fails_at_once_and_is_rolled_back(host, run_site, http):
-    good_unit = host.file("/etc/systemd/system/llm-backend.service").content_string
-    started = time.monotonic()
-    run = run_site('{"llm_llamacpp_extra_args": ["--no-such-flag"], "llm_health_timeout": 600}')
-    took = time.monotonic() - started
-    assert run.returncode != 0
-    assert "It was rolled back to its last healthy unit, which serves again after" in run.output
-    assert "no-such-flag" in run.output, "the failure shows the journal of llm-backend"
-    # The unit's main process died: the wait ends then, not after llm_health_timeout.
-    assert took < 300, f"the failed start took {took:.0f} s"
-    assert host.file("/etc/systemd/system/llm-backend.service").content_string == good_unit
-    assert_llamacpp_serving(host, http)
-
-
 def blob_of(host, manifest: str) -> str:
     """The store's weights blob of an Ollama model (the manifest's last layer)."""
     digest = json.loads(host.file(manifest).content_string)["layers"][-1]["digest"]
@@ -250,51 +223,3 @@ def test_the_gateway_follows_a_switch_made_with_tags_services(host, run_site, ht
     back = run_site(tags="services")
     assert back.returncode == 0, back.output
     assert_gateway_routes_to(gateway, "llamacpp")
-
-
-def serving_pid(host) -> str:
-    return host.check_output("podman inspect --format '{{.State.Pid}}' llm-llamacpp")
-
-
-def test_a_crashed_backend_serves_again_within_seconds(host, http):
-    restarts = int(host.check_output("systemctl show --property NRestarts --value llm-backend"))
-    host.check_output(f"kill -9 {serving_pid(host)}")
-    killed = time.monotonic()
-    deadline = killed + 60
-    while time.monotonic() < deadline:
-        try:
-            if http.get("/v1/models").status_code == 200 and backend_containers(host):
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    back_after = time.monotonic() - killed
-    print(f"llama-server killed with SIGKILL: serving again after {back_after:.1f} s")
-    assert int(host.check_output("systemctl show --property NRestarts --value llm-backend")) == restarts + 1
-    assert_llamacpp_serving(host, http)
-
-
-def test_services_come_back_after_the_host_restarts(host, gateway):
-    sandbox = host.backend.name
-    subprocess.run(["podman", "restart", "--time", "30", sandbox], check=True, capture_output=True)
-    started = time.monotonic()
-    body = {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
-    answered = None
-    while time.monotonic() - started < 180:
-        try:
-            if gateway.post("/v1/chat/completions", json=body).status_code == 200:
-                answered = time.monotonic() - started
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    assert answered is not None, "the gateway did not serve a completion within 180 s of the host's start"
-    print(f"host restarted: the gateway served a completion {answered:.1f} s after the host started")
-    for unit in ("llm-backend", "llm-gateway"):
-        assert host.service(unit).is_running
-    # Embedding and reranker come back too (their start may end after the backend's).
-    while time.monotonic() - started < 180 and not all(
-        host.service(unit).is_running for unit in ("llm-embedding", "llm-reranker")
-    ):
-        time.sleep(1)
-    assert host.service("llm-embedding").is_running and host.service("llm-reranker").is_running
