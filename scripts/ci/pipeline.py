@@ -26,9 +26,9 @@ from scripts.ci.report import Outcome, closing_line, counted_tests, table
 
 PROJECT = Path(__file__).resolve().parents[2]
 LOGS = PROJECT / ".cache" / "ci-logs"
-# Phases running at once. Four: the scenarios' sandbox hosts spend much of their time waiting
-# (health polls, restarts, model loads), and with three the last scenarios queued behind the
-# longest ones while the cores had room (measured on a bare 2-core machine).
+# Phases running at once. The scenarios' sandbox hosts spend part of their time waiting (health
+# polls, restarts, model loads); the run as a whole is CPU-bound on two cores, so more would
+# only stretch each scenario's timed waits (README: Tests, for the measured runs).
 DEFAULT_JOBS = 4
 
 
