@@ -25,8 +25,8 @@ class Phase:
     name: str
     command: tuple[str, ...]
     needs: tuple[str, ...] = ()
-    # Phases that nothing else waits for and that measure no time yield the CPU (nice 10) to
-    # the ones on the way to the longest scenario: the llama-server compile, the default scenario.
+    # Phases off the longest chain that measure no time yield the CPU (nice 10) to the ones on
+    # it: the llama-server compile and the pooling artifacts, which default and switch wait for.
     background: bool = False
 
     def run(self, logs: Path, t0: float) -> Outcome:
