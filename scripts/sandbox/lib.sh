@@ -8,7 +8,8 @@ python="${PYTHON:-$root/.venv/bin/python}"
 # store of their own, which every sandbox host mounts read-only as an additional image store
 # (scripts/sandbox/up.sh): the services find them there, none is saved, copied or loaded.
 image_store="$cache/images"
-store_podman=(podman --root "$image_store" --runroot /run/switchyard-images)
+# Its run state in a directory of its own per store: another checkout's store must not share it.
+store_podman=(podman --root "$image_store" --runroot "/run/switchyard-images/$(printf '%s' "$image_store" | sha256sum | cut -c1-16)")
 # Debian 12 with Python and what pip's wheels of torch-based servers load at run time.
 python_base_image=localhost/switchyard/python-base:bookworm
 # The CPU build of torch both torch-based images install (vLLM's and Infinity's).
