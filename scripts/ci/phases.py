@@ -7,7 +7,7 @@ import re
 import subprocess
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -45,7 +45,7 @@ class Scenario(Phase):
 
     command: tuple[str, ...] = ()
     # Served inside the lane while the scenario runs (the gpu scenario's repository fixture).
-    services: tuple[tuple[str, ...], ...] = field(default=())
+    services: tuple[tuple[str, ...], ...] = ()
 
     def run(self, logs: Path, t0: float) -> Outcome:
         log = log_path(logs, self.name)
