@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Build the Ollama test double (no Ollama binary is available here) into an image archive
-# next to the sandbox artifacts in .cache/sandbox/. The image carries /registry, the double's
+# next to the sandbox artifacts in .cache/sandbox/ (rebuilt when this script, the double or
+# the sandbox host image it is built on change). The image carries /registry, the double's
 # stand-in for registry.ollama.ai: one model, tiny:latest, for the models role to pull.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
-cache="$root/.cache/sandbox"
+# shellcheck source=scripts/sandbox/lib.sh
+. "$root/scripts/sandbox/lib.sh"
 image=localhost/switchyard/ollama-test-double:latest
 archive="$cache/ollama-test-double.tar"
 double="$root/molecule/default/files/ollama_test_double.py"
 
-if [ -f "$archive" ] && [ "$archive" -nt "$double" ] && [ "$archive" -nt "$0" ]; then
+made=$(recipe "$(cat "$0" "$double")" "$(recipe_of sandbox-host)")
+if [ -f "$archive" ] && made_from ollama-test-double "$made"; then
   exit 0
 fi
-mkdir -p "$cache"
 context=$(mktemp -d)
 trap 'rm -rf "$context"' EXIT
 install -m 0755 "$double" "$context/ollama"
@@ -49,4 +51,5 @@ CONTAINERFILE
 podman build --runtime runc --quiet --tag "$image" "$context" >/dev/null
 podman save --quiet --format docker-archive -o "$archive.partial" "$image"
 mv "$archive.partial" "$archive"
-echo "==> built $image"
+record_recipe ollama-test-double "$made"
+log "built $image"

@@ -10,21 +10,21 @@
 #     sandbox host installs the gateway offline, as an air-gapped host would
 #   - wheelhouse-models/                           wheels of the huggingface-hub that
 #     roles/models installs on the host, for its downloads
-# Everything lands in .cache/sandbox/ and is reused when already there.
+# Everything lands in .cache/sandbox/ (lib.sh: a cache that outlives the checkout) and is
+# reused while its recipe is unchanged; the two images, in this machine's Podman store.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
-cache="$root/.cache/sandbox"
-python="${PYTHON:-$root/.venv/bin/python}"
+# shellcheck source=scripts/sandbox/lib.sh
+. "$root/scripts/sandbox/lib.sh"
 llama_cpp_python_version=0.3.36
 host_image=localhost/switchyard/sandbox-host:bookworm-ssh
 server_image=localhost/switchyard/llama.cpp:server-local
-mkdir -p "$cache"
-
-log() { printf '==> %s\n' "$*" >&2; }
 
 build_host_image() {
-  if podman image exists "$host_image"; then return; fi
+  local made
+  made=$(recipe)
+  if podman image exists "$host_image" && made_from sandbox-host "$made"; then return; fi
   log "building $host_image with debootstrap"
   local rootfs="$cache/rootfs"
   rm -rf "$rootfs"
@@ -40,6 +40,7 @@ build_host_image() {
   tar -C "$rootfs" -c . | podman import --quiet \
     --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL SIGRTMIN+3' - "$host_image" >/dev/null
   rm -rf "$rootfs"
+  record_recipe sandbox-host "$made"
 }
 
 llama_source() {
@@ -57,18 +58,22 @@ llama_source() {
 }
 
 build_llama_server() {
-  local tree=$1 build="$cache/llama-build"
-  if [ -x "$build/bin/llama-server" ]; then return; fi
+  local tree=$1 build="$cache/llama-build" made
+  made=$(recipe "$tree")
+  if [ -x "$build/bin/llama-server" ] && made_from llama-server "$made"; then return; fi
   log "building llama-server (about 5 minutes on 2 cores)"
+  rm -rf "$build"
   cmake -S "$tree" -B "$build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF \
     -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
     -DBUILD_SHARED_LIBS=OFF -DGGML_OPENMP=OFF >"$cache/llama-build.log"
   cmake --build "$build" --target llama-server -j "$(nproc)" >>"$cache/llama-build.log"
+  record_recipe llama-server "$made"
 }
 
 build_server_image() {
-  local archive="$cache/llama-server-image.tar"
-  if [ -f "$archive" ]; then return; fi
+  local archive="$cache/llama-server-image.tar" made
+  made=$(recipe "$(recipe_of llama-server)")
+  if [ -f "$archive" ] && made_from llama-server-image "$made"; then return; fi
   log "packing $server_image"
   local layer="$cache/server-rootfs"
   rm -rf "$layer" && mkdir -p "$layer/app" "$layer/tmp" "$layer/etc"
@@ -87,13 +92,16 @@ build_server_image() {
   podman save --quiet --format docker-archive -o "$archive.partial" "$server_image"
   mv "$archive.partial" "$archive"
   rm -rf "$layer"
+  record_recipe llama-server-image "$made"
 }
 
 make_model() {
-  local tree=$1 model="$cache/models/llamacpp/tiny-llama.gguf"
-  if [ -f "$model" ]; then return; fi
+  local tree=$1 model="$cache/models/llamacpp/tiny-llama.gguf" made
+  made=$(recipe "$tree" "$(cat "$root/scripts/sandbox/make_tiny_gguf.py")")
+  if [ -f "$model" ] && made_from tiny-gguf "$made"; then return; fi
   log "writing the tiny GGUF model"
   "$python" "$root/scripts/sandbox/make_tiny_gguf.py" "$tree/models/ggml-vocab-llama-spm.gguf" "$model"
+  record_recipe tiny-gguf "$made"
 }
 
 # build_wheelhouse DIR PIP_REQUIREMENTS...: the wheels of what pip is asked for, in

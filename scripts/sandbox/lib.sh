@@ -1,7 +1,15 @@
-# Shared by the sandbox's image builds (build_vllm.sh, build_pooling.sh); sourced, not run.
-# Expects $root (the project) and defines $cache, $hub and what the builds have in common.
+# Shared by the sandbox's builds (build.sh, build_pooling.sh, build_vllm.sh, the test doubles)
+# and up.sh; sourced, not run. Expects $root (the project) and defines $cache, $hub and what the
+# builds have in common.
 
-cache="$root/.cache/sandbox"
+# The artifacts outlive the checkout: .cache/sandbox is a link to a cache of this machine's
+# user (SWITCHYARD_CACHE, default ~/.cache/switchyard), so that a fresh clone (CI's) finds what
+# an earlier run built. Each artifact is rebuilt when its recipe changes (recipe, below).
+shared_cache=${SWITCHYARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard}/sandbox
+mkdir -p "$shared_cache" "$root/.cache"
+# Two builds start side by side: the one that loses the race finds the other's link.
+ln -sT "$shared_cache" "$root/.cache/sandbox" 2>/dev/null || true
+cache=$(readlink -f "$root/.cache/sandbox")
 hub="$cache/models/huggingface/hub"
 python="${PYTHON:-$root/.venv/bin/python}"
 # The engine images (Infinity 2 GB, vLLM 4 GB, and their Python base) are built into an image
@@ -21,8 +29,19 @@ mkdir -p "$cache" "$hub"
 
 log() { printf '==> %s\n' "$*" >&2; }
 
+# recipe [INPUT...]: a short hash of what the calling function makes its artifact from: its own
+# text (none when called from a script's top level), and each INPUT (a version, a file's
+# content, the recipe of an artifact it builds on).
+recipe() { { declare -f "${FUNCNAME[1]}" || true; printf '%s\n' "$@"; } | sha256sum | cut -c1-16; }
+# made_from NAME RECIPE: whether the artifact NAME was last made from RECIPE.
+made_from() { [ "$(recipe_of "$1")" = "$2" ]; }
+recipe_of() { cat "$cache/recipes/$1" 2>/dev/null || true; }
+record_recipe() { mkdir -p "$cache/recipes" && printf '%s\n' "$2" >"$cache/recipes/$1"; }
+
 build_python_base_image() {
-  if "${store_podman[@]}" image exists "$python_base_image"; then return; fi
+  local made
+  made=$(recipe)
+  if "${store_podman[@]}" image exists "$python_base_image" && made_from python-base "$made"; then return; fi
   log "building $python_base_image with debootstrap"
   local rootfs="$cache/python-rootfs"
   rm -rf "$rootfs"
@@ -30,6 +49,7 @@ build_python_base_image() {
     bookworm "$rootfs" >"$cache/python-debootstrap.log"
   tar -C "$rootfs" -c . | "${store_podman[@]}" import --quiet - "$python_base_image" >/dev/null
   rm -rf "$rootfs"
+  record_recipe python-base "$made"
 }
 
 # pip_build NAME SCRIPT: runs SCRIPT (sh) in a container NAME from the base image, left for
