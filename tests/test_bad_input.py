@@ -167,7 +167,7 @@ def test_good_settings_pass_the_check(tmp_path):
         "llm_bind_address=::1",
         "llm_backend_port=9000",
         "llm_backend=llamacpp",
-        "llm_ollama_image=docker.io/ollama/ollama:0.13.0@sha256:" + "0a" * 32,
+        "llm_ollama_image=docker.io/ollama/ollama:0.14.0@sha256:" + "0a" * 32,
         "llm_llamacpp_cpu_image=localhost:5000/llama.cpp@sha256:" + "1b" * 32,
         playbook="playbooks/check.yml",
     )

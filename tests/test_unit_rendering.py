@@ -175,7 +175,7 @@ def test_ollama_unit_carries_the_seed_settings(units):
     assert "OLLAMA_HOST=127.0.0.1:8000" in argv
     assert "OLLAMA_NUM_PARALLEL=2" in argv
     assert "/var/lib/switchyard/ollama:/root/.ollama" in argv
-    assert argv[-1] == "docker.io/ollama/ollama:0.13.0"
+    assert argv[-1] == "docker.io/ollama/ollama:0.14.0"
 
 
 def test_llamacpp_unit_carries_the_seed_settings(units):

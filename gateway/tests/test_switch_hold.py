@@ -59,7 +59,7 @@ def test_a_stream_that_waits_gets_keepalives_then_its_events(
     ) as response:
         assert response.status_code == 200
         lines = [line for line in response.iter_lines() if line]
-    assert lines[0] == ": waiting for the backend"
+    assert lines[0] == ": keep-alive"
     data = [line.removeprefix("data: ") for line in lines if line.startswith("data: ")]
     assert data[-1] == "[DONE]"
     assert json.loads(data[0])["model"] == PUBLIC_MODEL

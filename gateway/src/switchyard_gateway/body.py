@@ -11,8 +11,8 @@ from starlette.requests import Request
 from .errors import GatewayError
 
 
-async def read_json(request: Request) -> dict[str, Any]:
-    """The request body as a JSON object, refused early when it is over the size limit."""
+async def read_body_bytes(request: Request) -> bytes:
+    """The request body, refused early when it is over the size limit."""
     limit = request.app.state.settings.max_body_bytes
     too_large = GatewayError(413, f"Request body is larger than {limit} bytes.", "request_too_large")
     declared = request.headers.get("content-length", "")
@@ -23,6 +23,12 @@ async def read_json(request: Request) -> dict[str, Any]:
         body += chunk
         if len(body) > limit:
             raise too_large
+    return bytes(body)
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object, refused early when it is over the size limit."""
+    body = await read_body_bytes(request)
     try:
         parsed = orjson.loads(body)
     except ValueError as error:

@@ -62,10 +62,13 @@ def upstream_error_body(status: int, content: bytes) -> dict:
     return body
 
 
-def upstream_error_response(status: int, content: bytes) -> Response:
+def upstream_error_response(status: int, content: bytes, headers: Mapping[str, str] | None = None) -> Response:
     """An upstream's own error, passed on."""
     return Response(
-        orjson.dumps(upstream_error_body(status, content)), status_code=status, media_type="application/json"
+        orjson.dumps(upstream_error_body(status, content)),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
     )
 
 

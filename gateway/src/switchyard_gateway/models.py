@@ -42,6 +42,11 @@ class ModelCatalog:
             )
         return route
 
+    def find(self, name: str) -> ModelRoute:
+        """The model of any kind that `name` names; 404 when none does."""
+        every = {**self._reranker, **self._embedding, **self._chat}
+        return self._resolve(every, name, name)
+
     def chat(self, requested: object) -> ModelRoute:
         return self._resolve(self._chat, requested, next(iter(self._chat)))
 

@@ -64,6 +64,10 @@ class Settings:
     # failing: the llm role leaves it for the time of a backend restart (hold.py).
     switch_mark: str = ""
     switch_hold_s: float = 180.0
+    # How long a stream may be silent (a long prefill, a wait for a slot or a switch) before
+    # the gateway sends an SSE comment of its own, well inside the idle timeouts of clients
+    # and proxies (often 30-60 s).
+    keepalive_s: float = 5.0
     # Worker processes on the one socket (serve.py); 0 in the environment: one per core
     # this process may run on, at most AUTO_WORKERS_CAP.
     workers: int = 1
@@ -190,6 +194,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         reload_file=get("RELOAD_FILE"),
         switch_mark=get("SWITCH_MARK"),
         switch_hold_s=_number("SWITCH_HOLD_S", get("SWITCH_HOLD_S", str(Settings.switch_hold_s)), float),
+        keepalive_s=_number("KEEPALIVE_S", get("KEEPALIVE_S", str(Settings.keepalive_s)), float),
         workers=_workers(get("WORKERS", str(Settings.workers))),
         host=get("HOST", Settings.host),
         port=int(_number("PORT", get("PORT", str(Settings.port)), int)),

@@ -130,6 +130,16 @@ async def list_models(request: Request) -> JSONResponse:
     )
 
 
+async def retrieve_model(request: Request) -> JSONResponse:
+    """One model of /v1/models by its public name (or any name the catalog knows it by)."""
+    require_key(request)
+    catalog = request.app.state.catalog
+    name = request.path_params["model"]
+    route = catalog.find(name)
+    model = {"id": route.public, "object": "model", "created": request.app.state.started, "owned_by": "switchyard"}
+    return JSONResponse(model)
+
+
 async def backend_version(client: aiohttp.ClientSession, settings: Settings) -> str | None:
     try:
         _status, body = await _get_json(
@@ -178,4 +188,5 @@ routes = [
     Route("/metrics", metrics, methods=["GET"]),
     Route("/config", config, methods=["GET"]),
     Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
 ]

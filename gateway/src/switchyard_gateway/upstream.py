@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from time import perf_counter
+from types import SimpleNamespace
 
 import aiohttp
 import orjson
@@ -28,8 +29,12 @@ from .settings import Settings
 _DROPPED_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"})
 
 
-# Tries of a request whose connection broke before any answer (open_stream).
-SEND_ATTEMPTS = 3
+# A pooled connection that fails this soon after a request was put on it had been closed by
+# the upstream before: the request never reached it, and goes once more on a new connection.
+STALE_CONNECTION_S = 0.05
+
+# What a silent stream sends every settings.keepalive_s: an SSE comment, which clients skip.
+KEEPALIVE = b": keep-alive\n\n"
 
 # Seconds the current request has spent waiting for upstreams: access.py gives each request
 # its own counter and reports it beside the gateway's own time (Server-Timing).
@@ -47,8 +52,19 @@ def waiting_upstream() -> Iterator[None]:
             wait[0] += perf_counter() - started
 
 
+async def _on_reused_connection(
+    _session: aiohttp.ClientSession, context: SimpleNamespace, _params: aiohttp.TraceConnectionReuseconnParams
+) -> None:
+    if context.trace_request_ctx is not None:
+        context.trace_request_ctx.reused = True
+
+
 def create_client(settings: Settings) -> aiohttp.ClientSession:
+    # Whether a request went out on a pooled connection (open_stream): aiohttp's trace signal.
+    tracing = aiohttp.TraceConfig()
+    tracing.on_connection_reuseconn.append(_on_reused_connection)
     return aiohttp.ClientSession(
+        trace_configs=[tracing],
         # An idle pooled connection is dropped after 4 s, before the upstream drops it: vLLM's
         # uvicorn and llama-server's cpp-httplib close idle connections after 5 s, and a request
         # sent as they close one is lost (ServerDisconnectedError).
@@ -98,21 +114,25 @@ async def open_stream(
 ) -> aiohttp.ClientResponse:
     """POST `payload` and return once the status line and headers are in; the body is unread.
 
-    Sent again, up to SEND_ATTEMPTS in all, only when the connection broke before the answer
-    began: a pooled connection the upstream closed as it was taken (llama-server closes
-    kept-alive connections without notice, and a stopped backend closes all of them at once;
-    httpx's pool tested each one before use, at a cost on every request). Nothing else is
-    retried: a chat completion is neither idempotent nor cheap.
+    A generation is never sent twice: once the upstream may have read the request, a broken
+    connection is the client's error (502), whether the upstream died before answering or in
+    the middle of a non-streamed answer. The one exception proves the request never arrived: a
+    pooled connection that fails within STALE_CONNECTION_S of being taken, closed by the
+    upstream while it sat in the pool (llama-server closes kept-alive connections without
+    notice, and a stopped backend all of them at once). That request goes once more, on a
+    connection of its own.
     """
     with mapped_errors(service, metrics, settings.retry_after), waiting_upstream():
-        for _attempt in range(SEND_ATTEMPTS - 1):
-            try:
-                return await client.post(url, data=payload, headers=headers, allow_redirects=False)
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
-                if isinstance(error, aiohttp.ClientConnectorError):
-                    raise
-            # One turn of the event loop: the pool learns of the other connections closed meanwhile.
-            await asyncio.sleep(0)
+        sent = SimpleNamespace(reused=False)
+        started = perf_counter()
+        try:
+            return await client.post(url, data=payload, headers=headers, allow_redirects=False, trace_request_ctx=sent)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
+            stale = sent.reused and perf_counter() - started < STALE_CONNECTION_S
+            if isinstance(error, aiohttp.ClientConnectorError) or not stale:
+                raise
+        # One turn of the event loop: the pool learns of the other connections closed meanwhile.
+        await asyncio.sleep(0)
         return await client.post(url, data=payload, headers=headers, allow_redirects=False)
 
 
@@ -180,41 +200,116 @@ def raw_response(upstream: aiohttp.ClientResponse) -> UpstreamStreamingResponse:
 
 
 def error_event(status: int, message: str, code: str) -> bytes:
-    """An error as the last event of a stream whose status line has gone already."""
+    """An error as the last event of an OpenAI stream whose status line has gone already."""
     return b"data: " + orjson.dumps(error_body(status, message, code)) + b"\n\n"
 
 
+# error_event's signature: how a protocol's stream says that it failed.
+ErrorEvent = Callable[[int, str, str], bytes]
+
+
+async def reads_with_keepalive(upstream: aiohttp.ClientResponse, silence_s: float) -> AsyncIterator[bytes | None]:
+    """The upstream's body as it comes, read by read, and None whenever it has been silent
+    for `silence_s` (a long prompt's prefill, a queue for a slot): time for a keep-alive."""
+    while True:
+        timer = asyncio.timeout(silence_s)
+        try:
+            async with timer:
+                chunk = await upstream.content.readany()
+        except TimeoutError:
+            if not timer.expired():
+                raise  # the upstream's own read timeout
+            yield None
+            continue
+        if not chunk:
+            return
+        yield chunk
+
+
+@contextmanager
+def stream_failures(service: str, metrics: Metrics, failed: list[bytes], event: ErrorEvent) -> Iterator[None]:
+    """A stream that breaks or stalls: its protocol's error event appended to `failed`."""
+    try:
+        yield
+    except aiohttp.ClientError as error:
+        metrics.upstream_errors.labels(service, "stream").inc()
+        failed.append(
+            event(502, f"The {service} service broke the stream ({type(error).__name__}).", f"{service}_error")
+        )
+    except TimeoutError:
+        metrics.upstream_errors.labels(service, "stream").inc()
+        failed.append(event(504, f"The {service} service stopped sending in time.", f"{service}_timeout"))
+
+
 async def relay_events(
-    upstream: aiohttp.ClientResponse, service: str, rewrite: Callable[[bytes], bytes], metrics: Metrics
+    upstream: aiohttp.ClientResponse,
+    service: str,
+    rewrite: Callable[[bytes], bytes],
+    metrics: Metrics,
+    keepalive_s: float,
 ) -> AsyncIterator[bytes]:
-    """Server-sent events from the upstream, each rewritten, and sent on together with the
-    others of the same read as soon as that read is in (nothing waits for a later one).
+    """OpenAI's server-sent events from the upstream, each event's data rewritten, sent on
+    together with the others of the same read as soon as that read is in (nothing waits for
+    a later one). Comments (keep-alives) pass as they are.
 
     A stream that breaks (or ends without `[DONE]`) ends with an error event, so clients see
     a failure instead of a silently short answer.
     """
     pending = b""
-    try:
-        async for chunk in upstream.content.iter_any():
+    failed: list[bytes] = []
+    with stream_failures(service, metrics, failed, error_event):
+        async for chunk in reads_with_keepalive(upstream, keepalive_s):
+            if chunk is None:
+                yield KEEPALIVE  # between whole events: the gateway sends nothing else
+                continue
             *lines, pending = (pending + chunk).split(b"\n")
             out = bytearray()
             for line in lines:
-                if not line.startswith(b"data:"):
-                    continue  # blank separators and comments: the gateway writes its own
-                data = line[5:].strip()
-                if data == b"[DONE]":
-                    yield bytes(out) + b"data: [DONE]\n\n"
-                    return
-                out += b"data: " + rewrite(data) + b"\n\n"
+                if line.startswith(b"data:"):
+                    data = line[5:].strip()
+                    if data == b"[DONE]":
+                        yield bytes(out) + b"data: [DONE]\n\n"
+                        return
+                    out += b"data: " + rewrite(data) + b"\n\n"
+                elif line.startswith(b":"):
+                    out += line + b"\n\n"
+                # Blank separators are the gateway's own, written after each event.
             if out:
                 yield bytes(out)
-    except aiohttp.ClientError as error:
         metrics.upstream_errors.labels(service, "stream").inc()
-        yield error_event(502, f"The {service} service broke the stream ({type(error).__name__}).", f"{service}_error")
+        failed.append(
+            error_event(502, f"The {service} service ended the stream before it was complete.", f"{service}_error")
+        )
+    yield failed[0]
+
+
+async def relay_lines(
+    upstream: aiohttp.ClientResponse,
+    service: str,
+    rewrite: Callable[[bytes], bytes],
+    failure: ErrorEvent,
+    metrics: Metrics,
+    keepalive_s: float,
+) -> AsyncIterator[bytes]:
+    """Server-sent events of any protocol (`event:` and `data:` lines, comments, separators)
+    passed line by line, each line rewritten, until the upstream ends the stream; one that
+    breaks ends with the protocol's own error event (`failure`)."""
+    pending = b""
+    failed: list[bytes] = []
+    # A keep-alive only where an event ends: a blank line after an `event:` line would drop
+    # the event's name.
+    at_boundary = True
+    with stream_failures(service, metrics, failed, failure):
+        async for chunk in reads_with_keepalive(upstream, keepalive_s):
+            if chunk is None:
+                if at_boundary:
+                    yield KEEPALIVE
+                continue
+            *lines, pending = (pending + chunk).split(b"\n")
+            if lines:
+                at_boundary = lines[-1].strip() == b""
+                yield b"\n".join(rewrite(line) for line in lines) + b"\n"
+        if pending:
+            yield rewrite(pending)
         return
-    except TimeoutError:
-        metrics.upstream_errors.labels(service, "stream").inc()
-        yield error_event(504, f"The {service} service stopped sending in time.", f"{service}_timeout")
-        return
-    metrics.upstream_errors.labels(service, "stream").inc()
-    yield error_event(502, f"The {service} service ended the stream before it was complete.", f"{service}_error")
+    yield failed[0]

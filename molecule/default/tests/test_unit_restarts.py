@@ -2,7 +2,8 @@
 server that exits at start is rolled back at once, a crashed server and a restarted host
 serve again by themselves. On the default scenario's host (llama.cpp only: the switches
 between backends are the switch scenario's). Its file sorts last: the host restart is the
-scenario's last test.
+scenario's last test. The runs here are scoped to the services play (--tags services), as an
+operator changing a service setting runs it: the unit, its restart and its rollback are there.
 """
 
 import subprocess
@@ -14,18 +15,18 @@ from conftest import assert_llamacpp_serving, backend_containers
 
 
 def test_changed_settings_restart_the_backend(host, run_site, http, llamacpp_id):
-    run = run_site("llm_max_model_len=256")
+    run = run_site("llm_max_model_len=256", tags="services")
     assert run.returncode == 0, run.output
     assert backend_containers(host)["llm-llamacpp"] != llamacpp_id
     assert "--ctx-size 256" in host.file("/etc/systemd/system/llm-backend.service").content_string.replace("'", "")
-    restore = run_site()
+    restore = run_site(tags="services")
     assert restore.returncode == 0, restore.output
 
 
 def test_a_backend_that_exits_at_start_fails_at_once_and_is_rolled_back(host, run_site, http):
     good_unit = host.file("/etc/systemd/system/llm-backend.service").content_string
     started = time.monotonic()
-    run = run_site('{"llm_llamacpp_extra_args": ["--no-such-flag"], "llm_health_timeout": 600}')
+    run = run_site('{"llm_llamacpp_extra_args": ["--no-such-flag"], "llm_health_timeout": 600}', tags="services")
     took = time.monotonic() - started
     assert run.returncode != 0
     assert "It was rolled back to its last healthy unit, which serves again after" in run.output

@@ -69,62 +69,57 @@ def assert_pull_script_works_through_the_backend() -> None:
 TINY_MANIFEST = "/var/lib/switchyard/ollama/models/manifests/registry.ollama.ai/library/tiny/latest"
 
 
-def test_switch_to_ollama_and_back(host, run_site, http, gateway):
+def test_switch_to_ollama_and_back_with_the_gateways_clients_seeing_no_failure(host, run_site, http, gateway):
+    """llama.cpp → Ollama → (the same again: nothing to do) → llama.cpp, while four clients,
+    two streaming, drive the gateway: the gateway is reloaded, not restarted, holds new
+    requests while the backend restarts and lets the forwarded ones finish first. One pair of
+    switches for both checks: each switch is a full site.yml run."""
+
+    def gateway_pid() -> str:
+        return host.check_output("systemctl show --property=MainPID --value llm-gateway")
+
     assert_gateway_routes_to(gateway, "llamacpp")
     pooling = pooling_containers(host)
     assert set(pooling) == {"llm-embedding", "llm-reranker"}
     manifest = host.file(TINY_MANIFEST)
     assert not manifest.exists
-    to_ollama = run_site("llm_backend=ollama")
-    assert to_ollama.returncode == 0, to_ollama.output
-    assert re.search(r"TASK \[models : Start the pull of tiny:latest\]\W*\nchanged:", to_ollama.output)
-    assert manifest.exists, "the model was pulled into the store before the switch"
-    assert_no_pull_server_left(host)
-    assert host.service("llm-backend").is_running
-    assert list(backend_containers(host)) == ["llm-ollama"]
-    assert served_models(http) == ["tiny:latest"]
-    reply = http.post(
-        "/v1/chat/completions", json={"model": "tiny:latest", "messages": [{"role": "user", "content": "hi"}]}
-    )
-    assert reply.status_code == 200
-    assert_gateway_routes_to(gateway, "ollama")
-
-    assert_pull_script_works_through_the_backend()
-
-    again = run_site("llm_backend=ollama")
-    assert again.returncode == 0, again.output
-    assert "changed=0" in again.output, "a pulled model is not pulled again"
-
-    back = run_site("llm_backend=llamacpp")
-    assert back.returncode == 0, back.output
-    assert_llamacpp_serving(host, http)
-    assert_gateway_routes_to(gateway, "llamacpp")
-    assert pooling_containers(host) == pooling, "a backend switch restarted embedding or reranker"
-
-
-def test_the_gateways_clients_see_no_failure_through_a_switch_and_back(host, run_site, gateway):
-    """Four clients, two streaming, drive the gateway while site.yml switches llama.cpp →
-    Ollama → llama.cpp: the gateway is reloaded, not restarted, holds new requests while the
-    backend restarts and lets the forwarded ones finish first."""
-
-    def gateway_pid() -> str:
-        return host.check_output("systemctl show --property=MainPID --value llm-gateway")
-
     pid = gateway_pid()
     # A pause between each client's requests, as in the fleet's test: a request every few
     # tenths of a second per client still lands in every part of the switch, and the cores
     # stay with the run (back to back, the clients took one of the machine's two).
     with traffic(GATEWAY_URL, pause_s=0.1) as outcomes:
-        for backend in ("ollama", "llamacpp"):
-            run = run_site(f"llm_backend={backend}")
-            assert run.returncode == 0, run.output
-            assert gateway_pid() == pid, "the gateway was restarted"
+        to_ollama = run_site("llm_backend=ollama")
+        assert to_ollama.returncode == 0, to_ollama.output
+        assert gateway_pid() == pid, "the gateway was restarted"
+        assert re.search(r"TASK \[models : Start the pull of tiny:latest\]\W*\nchanged:", to_ollama.output)
+        assert manifest.exists, "the model was pulled into the store before the switch"
+        assert_no_pull_server_left(host)
+        assert host.service("llm-backend").is_running
+        assert list(backend_containers(host)) == ["llm-ollama"]
+        assert served_models(http) == ["tiny:latest"]
+        reply = http.post(
+            "/v1/chat/completions", json={"model": "tiny:latest", "messages": [{"role": "user", "content": "hi"}]}
+        )
+        assert reply.status_code == 200
+        assert_gateway_routes_to(gateway, "ollama")
+
+        assert_pull_script_works_through_the_backend()
+
+        again = run_site("llm_backend=ollama")
+        assert again.returncode == 0, again.output
+        assert "changed=0" in again.output, "a pulled model is not pulled again"
+
+        back = run_site("llm_backend=llamacpp")
+        assert back.returncode == 0, back.output
+        assert gateway_pid() == pid, "the gateway was restarted"
     failed = [problem for ok, _seconds, problem in outcomes if not ok]
     longest = max(seconds for _ok, seconds, _problem in outcomes)
     print(f"through two switches: {len(outcomes)} requests, {len(failed)} failed, longest {longest:.1f} s")
     assert len(outcomes) > 20
     assert failed == [], failed[:5]
+    assert_llamacpp_serving(host, http)
     assert_gateway_routes_to(gateway, "llamacpp")
+    assert pooling_containers(host) == pooling, "a backend switch restarted embedding or reranker"
 
 
 def test_invalid_backend_is_rejected_before_anything_changes(host, run_site, http, llamacpp_id):

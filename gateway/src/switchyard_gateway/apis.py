@@ -1,0 +1,135 @@
+"""What forwarding changes, API by API: OpenAI's chat and completions are read and rewritten
+(reasoning, usage, the model name); the Responses API, Anthropic's Messages and the tokenizer
+routes pass as the backend sends them, with the public model name in place of the backend's,
+event by event and line by line, and fail the way their protocol does."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+from starlette.responses import Response
+
+from . import reasoning, rewrite
+from .errors import upstream_error_body, upstream_error_response
+from .metrics import Metrics
+from .models import ModelRoute
+from .settings import Settings
+from .upstream import ErrorEvent, error_event, relay_events, relay_lines
+
+
+@dataclass(frozen=True)
+class Api:
+    # The request as the backend gets it (the model name is set already).
+    adapt: Callable[[dict[str, Any], Settings], None]
+    # A whole answer, as the client gets it.
+    answer: Callable[[bytes, ModelRoute, Metrics], bytes]
+    # A stream's events, as the client gets them (the last argument: keepalive_s).
+    relay: Callable[[aiohttp.ClientResponse, ModelRoute, Metrics, float], AsyncIterator[bytes]]
+    # How a stream whose status line has gone says that it failed.
+    error_event: ErrorEvent
+    # An upstream error body, as (message, code) for error_event.
+    error_text: Callable[[int, bytes], tuple[str, str]]
+    # An upstream error, as the client gets it: (status, body, content type, extra headers).
+    error_response: Callable[[int, bytes, str, dict[str, str]], Response]
+
+
+def _openai_error_text(status: int, content: bytes) -> tuple[str, str]:
+    error = upstream_error_body(status, content)["error"]
+    return str(error["message"]), str(error.get("code") or "upstream_error")
+
+
+def _openai_error_response(status: int, content: bytes, _type: str, headers: dict[str, str]) -> Response:
+    return upstream_error_response(status, content, headers)
+
+
+def _openai(chat: bool) -> Api:
+    def adapt(body: dict[str, Any], settings: Settings) -> None:
+        if chat:
+            reasoning.adapt_request(body, settings.thinking_switch)
+
+    def answer(content: bytes, route: ModelRoute, metrics: Metrics) -> bytes:
+        return rewrite.completion(content, route, chat, metrics)
+
+    def relay(
+        upstream: aiohttp.ClientResponse, route: ModelRoute, metrics: Metrics, keepalive_s: float
+    ) -> AsyncIterator[bytes]:
+        return relay_events(upstream, "backend", rewrite.StreamRewriter(route, chat, metrics), metrics, keepalive_s)
+
+    return Api(adapt, answer, relay, error_event, _openai_error_text, _openai_error_response)
+
+
+def _unchanged(_body: dict[str, Any], _settings: Settings) -> None:
+    return None
+
+
+def renamer(route: ModelRoute) -> Callable[[bytes], bytes]:
+    """Replaces the backend's model name with the public one wherever JSON names a model, in
+    compact or spaced JSON. Inside a JSON string quotes are escaped: a model's text cannot
+    fake the pattern."""
+    if route.upstream == route.public:
+        return lambda data: data
+    upstream, public = orjson.dumps(route.upstream), orjson.dumps(route.public)
+    pairs = [(b'"model":' + upstream, b'"model":' + public), (b'"model": ' + upstream, b'"model": ' + public)]
+
+    def rename(data: bytes) -> bytes:
+        for old, new in pairs:
+            data = data.replace(old, new)
+        return data
+
+    return rename
+
+
+def _passed_answer(content: bytes, route: ModelRoute, _metrics: Metrics) -> bytes:
+    return renamer(route)(content)
+
+
+def _passed_error_text(status: int, content: bytes) -> tuple[str, str]:
+    """The message of an error body in any of the shapes backends use."""
+    try:
+        body = orjson.loads(content)
+    except ValueError:
+        return content.decode("utf-8", "replace") or f"upstream answered {status}", "upstream_error"
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        return str(error.get("message") or f"upstream answered {status}"), str(error.get("type") or "upstream_error")
+    return str(error or f"upstream answered {status}"), "upstream_error"
+
+
+def _passed_error_response(status: int, content: bytes, content_type: str, headers: dict[str, str]) -> Response:
+    return Response(content, status_code=status, media_type=content_type or None, headers=headers)
+
+
+def _passed(failure: ErrorEvent) -> Api:
+    def relay(
+        upstream: aiohttp.ClientResponse, route: ModelRoute, metrics: Metrics, keepalive_s: float
+    ) -> AsyncIterator[bytes]:
+        return relay_lines(upstream, "backend", renamer(route), failure, metrics, keepalive_s)
+
+    return Api(_unchanged, _passed_answer, relay, failure, _passed_error_text, _passed_error_response)
+
+
+# Anthropic's error types by status (https://docs.anthropic.com/en/api/errors).
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+                    413: "request_too_large", 429: "rate_limit_error", 503: "overloaded_error"}  # fmt: skip
+
+
+def anthropic_error_event(status: int, message: str, _code: str) -> bytes:
+    error = {"type": "error", "error": {"type": _ANTHROPIC_TYPES.get(status, "api_error"), "message": message}}
+    return b"event: error\ndata: " + orjson.dumps(error) + b"\n\n"
+
+
+def responses_error_event(_status: int, message: str, code: str) -> bytes:
+    error = {"type": "error", "code": code, "message": message, "param": None}
+    return b"event: error\ndata: " + orjson.dumps(error) + b"\n\n"
+
+
+CHAT = _openai(chat=True)
+COMPLETIONS = _openai(chat=False)
+RESPONSES = _passed(responses_error_event)
+MESSAGES = _passed(anthropic_error_event)
+# /tokenize and /detokenize: never streamed.
+TOKENIZER = _passed(error_event)
