@@ -5,6 +5,7 @@ its systemd unit starts it (`python -m switchyard_gateway`, settings from the en
 from __future__ import annotations
 
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -127,7 +128,9 @@ def keys_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def start_gateway(tmp_path_factory: pytest.TempPathFactory, keys_file: Path) -> Iterator[Callable[..., Gateway]]:
     started: list[subprocess.Popen] = []
 
-    def start(backend_url: str, **settings: str) -> Gateway:
+    def start(backend_url: str, nofile: int | None = None, **settings: str) -> Gateway:
+        """The gateway with SWITCHYARD_GATEWAY_<SETTING> from `settings`; `nofile`: its
+        descriptor limit, as a unit's LimitNOFILE sets it."""
         port = free_port()
         env = {
             "PATH": os.environ["PATH"],
@@ -146,8 +149,13 @@ def start_gateway(tmp_path_factory: pytest.TempPathFactory, keys_file: Path) -> 
         } | {f"SWITCHYARD_GATEWAY_{name.upper()}": value for name, value in settings.items()}
         log = tmp_path_factory.mktemp("gateway") / "gateway.log"
         with log.open("wb") as output:
+            limit = None if nofile is None else (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))
             process = subprocess.Popen(
-                [sys.executable, "-m", "switchyard_gateway"], env=env, stdout=output, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "switchyard_gateway"],
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                preexec_fn=limit,
             )
         started.append(process)
         url = f"http://127.0.0.1:{port}"

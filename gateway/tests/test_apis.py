@@ -182,3 +182,15 @@ def test_a_silent_stream_gets_keepalive_comments_then_its_events(
     assert received.startswith(b": keep-alive\n\n: keep-alive\n\n"), received[:200]
     events = received.replace(b": keep-alive\n\n", b"")
     assert b"data: " in events and (b"data: [DONE]" in events or b"event: message_stop" in events)
+
+
+def test_a_passed_answer_has_one_date_one_request_id_and_no_server(gateway: Gateway):
+    answer = httpx.get(gateway.url + "/v1/responses/resp_123", headers={"x-api-key": KEYS[0]})
+    assert len(answer.headers.get_list("date")) == 1
+    assert len(answer.headers.get_list("x-request-id")) == 1
+    assert "server" not in answer.headers, "what serves behind the gateway is not told"
+
+
+def test_a_wrong_method_is_405_naming_the_right_one(gateway: Gateway):
+    answer = httpx.get(gateway.url + "/v1/messages", headers={"x-api-key": KEYS[0]})
+    assert answer.status_code == 405 and answer.headers["allow"] == "POST"

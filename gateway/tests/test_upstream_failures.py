@@ -35,6 +35,7 @@ class FailingBackend(socketserver.ThreadingTCPServer):
     def __init__(self, reply: bytes) -> None:
         self.reply = reply
         self.received: list[float] = []
+        self.headers: list[dict[str, str]] = []
         super().__init__(("127.0.0.1", 0), _ReadThenReply)
 
     @property
@@ -46,13 +47,13 @@ class _ReadThenReply(socketserver.StreamRequestHandler):
     server: FailingBackend
 
     def handle(self) -> None:
-        length = 0
+        headers = {}
         while (line := self.rfile.readline()) not in (b"\r\n", b""):
             name, _, value = line.decode().partition(":")
-            if name.lower() == "content-length":
-                length = int(value)
-        self.rfile.read(length)
+            headers[name.lower()] = value.strip()
+        self.rfile.read(int(headers.get("content-length", 0)))
         self.server.received.append(time.monotonic())
+        self.server.headers.append(headers)
         if self.server.reply:
             self.wfile.write(self.server.reply)
 
@@ -133,3 +134,15 @@ def test_a_client_that_leaves_a_plain_request_frees_the_backends_slot(
     print(f"the slot was free {waited:.2f} s after the client left")
     # llama-server looks once a second; a loaded CI machine adds to that, the full generation far more.
     assert waited < 4, "the backend went on generating for a client that left"
+
+
+def test_the_trace_context_goes_on_and_the_key_does_not(
+    start_gateway: Callable[..., Gateway], failing_backend: Callable[[bytes], FailingBackend]
+):
+    backend = failing_backend(b"")
+    gateway = start_gateway(backend.url)
+    trace = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "tracestate": "vendor=1"}
+    httpx.post(gateway.url + "/v1/chat/completions", headers=HEADERS | trace, json=CHAT)
+    (sent,) = backend.headers
+    assert {name: sent.get(name) for name in trace} == trace
+    assert "authorization" not in sent and "x-api-key" not in sent

@@ -38,6 +38,15 @@ async def read_json(request: Request) -> dict[str, Any]:
     return parsed
 
 
+# W3C trace context: a trace that passes the gateway goes on to the backend (vLLM reads it).
+_TRACE_HEADERS = ("traceparent", "tracestate")
+
+
 def upstream_headers(request: Request) -> dict[str, str]:
-    # The client's API key stays here: upstreams get the request id only.
-    return {"content-type": "application/json", "x-request-id": request.scope["state"]["request_id"]}
+    # The client's API key stays here: upstreams get the request id and the trace context only.
+    headers = {"content-type": "application/json", "x-request-id": request.scope["state"]["request_id"]}
+    for name in _TRACE_HEADERS:
+        value = request.headers.get(name)
+        if value is not None:
+            headers[name] = value
+    return headers

@@ -79,7 +79,8 @@ async def on_gateway_error(_request: Request, error: GatewayError) -> Response:
 async def on_http_exception(_request: Request, error: HTTPException) -> Response:
     # Starlette's own 404/405 for unknown paths and methods.
     code = "not_found" if error.status_code == 404 else "method_not_allowed"
-    return error_response(GatewayError(error.status_code, str(error.detail), code))
+    # A 405 names the methods the path takes (Allow), as HTTP asks.
+    return error_response(GatewayError(error.status_code, str(error.detail), code, headers=error.headers))
 
 
 async def on_unexpected_error(_request: Request, _error: Exception) -> Response:

@@ -23,6 +23,7 @@ from prometheus_client import multiprocess
 
 from .app import create_app
 from .metrics import multiprocess_dir
+from .protocol import with_header_timeout
 from .settings import Settings
 
 logger = logging.getLogger("switchyard_gateway.serve")
@@ -65,7 +66,7 @@ def serve(settings: Settings) -> int:
         partial(create_app, settings),
         factory=True,
         loop="uvloop",
-        http="httptools",
+        http=with_header_timeout(settings.header_timeout_s),
         access_log=False,  # AccessLog writes one line per request, without the query string
         log_level=settings.log_level,
         server_header=False,

@@ -68,6 +68,9 @@ class Settings:
     # the gateway sends an SSE comment of its own, well inside the idle timeouts of clients
     # and proxies (often 30-60 s).
     keepalive_s: float = 5.0
+    # How long a client has to send its request's headers, from its connection's opening or
+    # its last answer (protocol.py): idle half-open connections do not pile up.
+    header_timeout_s: float = 10.0
     # Worker processes on the one socket (serve.py); 0 in the environment: one per core
     # this process may run on, at most AUTO_WORKERS_CAP.
     workers: int = 1
@@ -195,6 +198,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         switch_mark=get("SWITCH_MARK"),
         switch_hold_s=_number("SWITCH_HOLD_S", get("SWITCH_HOLD_S", str(Settings.switch_hold_s)), float),
         keepalive_s=_number("KEEPALIVE_S", get("KEEPALIVE_S", str(Settings.keepalive_s)), float),
+        header_timeout_s=_number("HEADER_TIMEOUT_S", get("HEADER_TIMEOUT_S", str(Settings.header_timeout_s)), float),
         workers=_workers(get("WORKERS", str(Settings.workers))),
         host=get("HOST", Settings.host),
         port=int(_number("PORT", get("PORT", str(Settings.port)), int)),

@@ -25,8 +25,12 @@ from .metrics import Metrics
 from .settings import Settings
 
 # Hop-by-hop and length headers are the gateway's own business (aiohttp decodes a compressed
-# body, so its encoding header goes too).
-_DROPPED_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"})
+# body, so its encoding header goes too), and so are the ones it writes itself: the client
+# gets one date and one request id, and no word of what serves behind it.
+_DROPPED_HEADERS = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", "transfer-encoding",
+     "content-length", "content-encoding", "date", "server", "x-request-id"}
+)  # fmt: skip
 
 
 # A pooled connection that fails this soon after a request was put on it had been closed by

@@ -1,6 +1,7 @@
 """The gateway as roles/gateway runs it on the sandbox host: llm-gateway.service on :8080."""
 
 import json
+import re
 import threading
 import time
 
@@ -19,6 +20,16 @@ def test_gateway_unit_is_enabled_and_running(host):
 def test_gateway_runs_as_its_own_user(host):
     user = host.check_output("systemctl show --property=User --value llm-gateway")
     assert user == "switchyard-gateway"
+
+
+def test_the_gateway_may_hold_as_many_connections_as_the_host_allows(host):
+    """Its unit asks for 65,536 descriptors; this sandbox's hard limit is lower, and systemd
+    gives the service the most it can instead of failing its start."""
+    pid = host.check_output("systemctl show --property=MainPID --value llm-gateway")
+    hard = int(host.check_output("sh -c 'ulimit -Hn'"))
+    limits = host.file(f"/proc/{pid}/limits").content_string
+    soft_limit = int(re.search(r"Max open files\s+(\d+)", limits)[1])
+    assert soft_limit == min(65536, hard) > 1024
 
 
 def test_the_sandbox_gateway_listens_on_loopback_only(host):
