@@ -402,6 +402,34 @@ def test_metrics_count_requests_and_tokens(gateway: Gateway, client: openai.Open
     assert "switchyard_gateway_request_duration_seconds_bucket" in metrics
 
 
+def tokens_counted(url: str, kind: str, headers: dict | None = None, prefix: str = "switchyard_gateway_") -> float:
+    for line in httpx.get(url + "/metrics", headers=headers).text.splitlines():
+        if line.startswith(f'{prefix}tokens_total{{kind="{kind}"}} '):
+            return float(line.split()[1])
+    return 0.0
+
+
+def test_the_token_counter_equals_the_backends_own_over_a_mixed_run(
+    start_gateway: Callable[..., Gateway], llama_server: LlamaServer, headers: dict
+):
+    gateway = start_gateway(llama_server.url)
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=KEYS[0], max_retries=0)
+    counted_before = tokens_counted(gateway.url, "completion", headers)
+    predicted_before = llama_server.metric("tokens_predicted_total")
+    client.chat.completions.create(model=PUBLIC_MODEL, messages=MESSAGES, max_tokens=5)
+    unasked = list(client.chat.completions.create(model=PUBLIC_MODEL, messages=MESSAGES, max_tokens=6, stream=True))
+    asked = list(
+        client.chat.completions.create(
+            model=PUBLIC_MODEL, messages=MESSAGES, max_tokens=7, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    client.completions.create(model=PUBLIC_MODEL, prompt="Paris is", max_tokens=8, stream=True)
+    counted = tokens_counted(gateway.url, "completion", headers) - counted_before
+    assert counted == llama_server.metric("tokens_predicted_total") - predicted_before == 5 + 6 + 7 + 8
+    assert [chunk.usage for chunk in unasked if chunk.usage] == [], "no usage the client did not ask for"
+    assert [chunk.usage.completion_tokens for chunk in asked if chunk.usage] == [7]
+
+
 def test_connections_the_backend_drops_cost_no_request(gateway: Gateway, headers: dict):
     """llama-server closes kept-alive connections without notice (after a stream, and when its
     HTTP threads are busy); a request the gateway sends on one as it goes is sent again."""

@@ -27,6 +27,13 @@ def chunk(
     ).encode()
 
 
+def usage_chunk(prompt: int, completion: int) -> bytes:
+    """The stream's usage chunk (OpenAI's include_usage): no choices, the totals."""
+    usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    body = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "tiny-llama", "choices": []}
+    return json.dumps(body | {"usage": usage}, separators=(",", ":")).encode()
+
+
 class FullPathOnly(StreamRewriter):
     def _passes(self, data: bytes) -> bool:
         return False
@@ -37,7 +44,7 @@ STREAMS = {
         chunk({"role": "assistant", "content": ""}),
         *(chunk({"content": word}) for word in ["Paris", " is", " the caf\u00e9", " capital"]),
         chunk({}, "stop"),
-        chunk(usage={"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}),
+        usage_chunk(3, 4),
     ],
     "think tags in the content": [
         chunk({"role": "assistant", "content": "<think>"}),
@@ -91,9 +98,42 @@ def test_a_settled_answer_passes_as_bytes_with_the_public_name():
     assert b"\\u00e9" in rewriter(settled), "the upstream's own bytes, not parsed and dumped again"
 
 
-def test_the_usage_chunk_is_counted():
+def test_the_usage_chunk_is_counted_when_the_stream_ends():
     metrics = Metrics()
     rewriter = StreamRewriter(ROUTE, True, metrics)
     for data in STREAMS["plain answer"]:
         rewriter(data)
+    assert metrics.tokens.labels("completion")._value.get() == 0
+    rewriter.finished()
     assert metrics.tokens.labels("completion")._value.get() == 4
+
+
+# vLLM with continuous_usage_stats: running totals on every chunk, then the usage chunk.
+CONTINUOUS = [
+    chunk({"content": "Paris"}, usage={"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}),
+    chunk({"content": " is"}, usage={"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}),
+    chunk({}, "stop", usage={"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}),
+    usage_chunk(3, 3),
+]
+
+
+def counted(metrics: Metrics) -> tuple[float, float]:
+    return metrics.tokens.labels("prompt")._value.get(), metrics.tokens.labels("completion")._value.get()
+
+
+def test_running_totals_are_passed_on_and_the_usage_chunk_counted_once():
+    metrics = Metrics()
+    rewriter = StreamRewriter(ROUTE, True, metrics)
+    out = [rewriter(data) for data in CONTINUOUS]
+    rewriter.finished()
+    assert counted(metrics) == (3, 3)
+    assert [orjson.loads(data)["usage"]["completion_tokens"] for data in out] == [1, 2, 3, 3]
+
+
+def test_a_usage_chunk_the_client_did_not_ask_for_is_counted_and_dropped():
+    metrics = Metrics()
+    rewriter = StreamRewriter(ROUTE, True, metrics, hide_usage=True)
+    out = [rewriter(data) for data in STREAMS["plain answer"]]
+    rewriter.finished()
+    assert counted(metrics) == (3, 4)
+    assert out[-1] is None and None not in out[:-1]

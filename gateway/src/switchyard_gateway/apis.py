@@ -27,8 +27,9 @@ class Api:
     adapt: Callable[[dict[str, Any], Settings], None]
     # A whole answer, as the client gets it.
     answer: Callable[[bytes, ModelRoute, Metrics], bytes]
-    # A stream's events, as the client gets them (the last argument: keepalive_s).
-    relay: Callable[[aiohttp.ClientResponse, ModelRoute, Metrics, float], AsyncIterator[bytes]]
+    # A stream's events, as the client gets them: (upstream, route, the client's request,
+    # metrics, keepalive_s).
+    relay: Callable[[aiohttp.ClientResponse, ModelRoute, dict[str, Any], Metrics, float], AsyncIterator[bytes]]
     # How a stream whose status line has gone says that it failed.
     error_event: ErrorEvent
     # An upstream error body, as (message, code) for error_event.
@@ -50,14 +51,24 @@ def _openai(chat: bool) -> Api:
     def adapt(body: dict[str, Any], settings: Settings) -> None:
         if chat:
             reasoning.adapt_request(body, settings.thinking_switch)
+        if body.get("stream") is True:
+            # Every stream's usage, to count it (StreamRewriter drops it where unasked).
+            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
 
     def answer(content: bytes, route: ModelRoute, metrics: Metrics) -> bytes:
         return rewrite.completion(content, route, chat, metrics)
 
     def relay(
-        upstream: aiohttp.ClientResponse, route: ModelRoute, metrics: Metrics, keepalive_s: float
+        upstream: aiohttp.ClientResponse,
+        route: ModelRoute,
+        asked: dict[str, Any],
+        metrics: Metrics,
+        keepalive_s: float,
     ) -> AsyncIterator[bytes]:
-        return relay_events(upstream, "backend", rewrite.StreamRewriter(route, chat, metrics), metrics, keepalive_s)
+        options = asked.get("stream_options")
+        hide_usage = not (isinstance(options, dict) and options.get("include_usage") is True)
+        rewriter = rewrite.StreamRewriter(route, chat, metrics, hide_usage)
+        return relay_events(upstream, "backend", rewriter, metrics, keepalive_s, rewriter.finished)
 
     return Api(adapt, answer, relay, error_event, _openai_error_text, _openai_error_response)
 
@@ -105,7 +116,11 @@ def _passed_error_response(status: int, content: bytes, content_type: str, heade
 
 def _passed(failure: ErrorEvent) -> Api:
     def relay(
-        upstream: aiohttp.ClientResponse, route: ModelRoute, metrics: Metrics, keepalive_s: float
+        upstream: aiohttp.ClientResponse,
+        route: ModelRoute,
+        _asked: dict[str, Any],
+        metrics: Metrics,
+        keepalive_s: float,
     ) -> AsyncIterator[bytes]:
         return relay_lines(upstream, "backend", renamer(route), failure, metrics, keepalive_s)
 

@@ -195,7 +195,7 @@ class _WaitingStream:
                 content = await read_body(upstream, "backend", state.settings, state.metrics)
                 yield self.api.error_event(upstream.status, *self.api.error_text(upstream.status, content))
                 return
-            async for events in self.api.relay(upstream, route, state.metrics, keepalive_s):
+            async for events in self.api.relay(upstream, route, self.body, state.metrics, keepalive_s):
                 yield events
         finally:
             let_go(upstream)
@@ -299,7 +299,7 @@ async def generate(request: Request, api: Api, path: str) -> Response:
         finally:
             state.metrics.forwarding.dec()
         return _error_answer(upstream, content, api)
-    events = api.relay(upstream, route, state.metrics, state.settings.keepalive_s)
+    events = api.relay(upstream, route, body, state.metrics, state.settings.keepalive_s)
     return UpstreamStreamingResponse(
         upstream, events, on_close=_closed(request), media_type="text/event-stream", headers=_SSE_HEADERS
     )

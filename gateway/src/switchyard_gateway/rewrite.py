@@ -19,19 +19,20 @@ from .metrics import Metrics
 from .models import ModelRoute
 
 
-def _rewrite(data: bytes, route: ModelRoute, metrics: Metrics, edit: Callable[[dict[str, Any]], None]) -> bytes:
-    """A JSON object from the backend, under the public model name and edited; anything else
-    is passed on as it came."""
+def _parsed(data: bytes) -> dict[str, Any] | None:
+    """A JSON object from the backend, or None for anything else (passed on as it came)."""
     try:
         body = orjson.loads(data)
     except ValueError:
-        return data
-    if not isinstance(body, dict):
-        return data
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _rewrite(body: dict[str, Any], route: ModelRoute, edit: Callable[[dict[str, Any]], None]) -> bytes:
+    """`body` under the public model name, edited."""
     if "model" in body:
         body["model"] = route.public
     edit(body)
-    metrics.count_usage(body.get("usage"))
     return orjson.dumps(body)
 
 
@@ -44,7 +45,11 @@ def completion(data: bytes, route: ModelRoute, chat: bool, metrics: Metrics) -> 
                 if isinstance(choice.get("message"), dict):
                     reasoning.normalize_message(choice["message"])
 
-    return _rewrite(data, route, metrics, edit)
+    body = _parsed(data)
+    if body is None:
+        return data
+    metrics.count_usage(body.get("usage"))
+    return _rewrite(body, route, edit)
 
 
 # Bytes that send a chunk down the full path: reasoning fields, the usage the metrics count, and
@@ -55,19 +60,38 @@ _ONE_CHOICE = b'"index":0,'
 
 
 class StreamRewriter:
-    """Rewrites the data of one stream's events, in order (reasoning state is per stream)."""
+    """Rewrites the data of one stream's events, in order (reasoning state is per stream), and
+    counts the stream's usage once, when it ends (finished): the last usage it carried, which
+    is the total whether it came in a usage chunk of its own (OpenAI's `include_usage`, which
+    the gateway asks every backend for and drops, `hide_usage`, when the client did not), on
+    the last choice (llama-server's completions) or as running totals on every chunk (vLLM's
+    `continuous_usage_stats`)."""
 
-    def __init__(self, route: ModelRoute, chat: bool, metrics: Metrics) -> None:
+    def __init__(self, route: ModelRoute, chat: bool, metrics: Metrics, hide_usage: bool = False) -> None:
         self.route = route
         self.metrics = metrics
+        self.hide_usage = hide_usage
+        self.usage: dict[str, Any] | None = None
         self.normalizer = reasoning.StreamNormalizer() if chat else None
         self.upstream_name = b'"model":' + orjson.dumps(route.upstream)
         self.public_name = b'"model":' + orjson.dumps(route.public)
 
-    def __call__(self, data: bytes) -> bytes:
+    def __call__(self, data: bytes) -> bytes | None:
+        """The event's new data; None: the event is dropped."""
         if self._passes(data):
             return data.replace(self.upstream_name, self.public_name, 1)
-        return _rewrite(data, self.route, self.metrics, self._edit)
+        body = _parsed(data)
+        if body is None:
+            return data
+        if isinstance(body.get("usage"), dict):
+            self.usage = body["usage"]
+            if self.hide_usage and not body.get("choices"):
+                return None
+        return _rewrite(body, self.route, self._edit)
+
+    def finished(self) -> None:
+        self.metrics.count_usage(self.usage)
+        self.usage = None
 
     def _passes(self, data: bytes) -> bool:
         """Whether the full path would change nothing in `data` but the model name."""

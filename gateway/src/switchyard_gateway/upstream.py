@@ -248,43 +248,49 @@ def stream_failures(service: str, metrics: Metrics, failed: list[bytes], event: 
 async def relay_events(
     upstream: aiohttp.ClientResponse,
     service: str,
-    rewrite: Callable[[bytes], bytes],
+    rewrite: Callable[[bytes], bytes | None],
     metrics: Metrics,
     keepalive_s: float,
+    finished: Callable[[], None],
 ) -> AsyncIterator[bytes]:
-    """OpenAI's server-sent events from the upstream, each event's data rewritten, sent on
-    together with the others of the same read as soon as that read is in (nothing waits for
-    a later one). Comments (keep-alives) pass as they are.
+    """OpenAI's server-sent events from the upstream, each event's data rewritten (or dropped:
+    None), sent on together with the others of the same read as soon as that read is in
+    (nothing waits for a later one). Comments (keep-alives) pass as they are.
 
     A stream that breaks (or ends without `[DONE]`) ends with an error event, so clients see
-    a failure instead of a silently short answer.
+    a failure instead of a silently short answer. `finished` is called when it ends, however.
     """
-    pending = b""
-    failed: list[bytes] = []
-    with stream_failures(service, metrics, failed, error_event):
-        async for chunk in reads_with_keepalive(upstream, keepalive_s):
-            if chunk is None:
-                yield KEEPALIVE  # between whole events: the gateway sends nothing else
-                continue
-            *lines, pending = (pending + chunk).split(b"\n")
-            out = bytearray()
-            for line in lines:
-                if line.startswith(b"data:"):
-                    data = line[5:].strip()
-                    if data == b"[DONE]":
-                        yield bytes(out) + b"data: [DONE]\n\n"
-                        return
-                    out += b"data: " + rewrite(data) + b"\n\n"
-                elif line.startswith(b":"):
-                    out += line + b"\n\n"
-                # Blank separators are the gateway's own, written after each event.
-            if out:
-                yield bytes(out)
-        metrics.upstream_errors.labels(service, "stream").inc()
-        failed.append(
-            error_event(502, f"The {service} service ended the stream before it was complete.", f"{service}_error")
-        )
-    yield failed[0]
+    try:
+        pending = b""
+        failed: list[bytes] = []
+        with stream_failures(service, metrics, failed, error_event):
+            async for chunk in reads_with_keepalive(upstream, keepalive_s):
+                if chunk is None:
+                    yield KEEPALIVE  # between whole events: the gateway sends nothing else
+                    continue
+                *lines, pending = (pending + chunk).split(b"\n")
+                out = bytearray()
+                for line in lines:
+                    if line.startswith(b"data:"):
+                        data = line[5:].strip()
+                        if data == b"[DONE]":
+                            yield bytes(out) + b"data: [DONE]\n\n"
+                            return
+                        rewritten = rewrite(data)
+                        if rewritten is not None:
+                            out += b"data: " + rewritten + b"\n\n"
+                    elif line.startswith(b":"):
+                        out += line + b"\n\n"
+                    # Blank separators are the gateway's own, written after each event.
+                if out:
+                    yield bytes(out)
+            metrics.upstream_errors.labels(service, "stream").inc()
+            failed.append(
+                error_event(502, f"The {service} service ended the stream before it was complete.", f"{service}_error")
+            )
+        yield failed[0]
+    finally:
+        finished()
 
 
 async def relay_lines(
