@@ -5,6 +5,10 @@ open across restarts), else bound here (tests, by hand). Each worker is a uvicor
 its own app on that socket, and the kernel hands each new connection to one of them. With
 several workers the first process only supervises: SIGHUP (reload) and SIGTERM go on to every
 worker, and a worker that dies is started again while the others serve.
+
+Not uvicorn's own `--workers` supervisor nor gunicorn's: both restart every worker on SIGHUP,
+and the gateway's SIGHUP is a reload in place (reload.py: the settings a switch changes and
+the keys, read again by each worker without dropping a connection).
 """
 
 from __future__ import annotations

@@ -48,7 +48,6 @@ class Settings:
     gpu_status_file: str = ""
     auth: bool = True
     api_keys: tuple[str, ...] = field(default=(), repr=False)
-    api_keys_file: str = ""
     # Whether /health/deep, /metrics and /config need a key (/health never does).
     status_requires_key: bool = True
     max_body_bytes: int = 10 * 1024 * 1024
@@ -186,7 +185,6 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         gpu_status_file=get("GPU_STATUS_FILE"),
         auth=auth,
         api_keys=api_keys,
-        api_keys_file=keys_file,
         status_requires_key=_bool("STATUS_REQUIRES_KEY", get("STATUS_REQUIRES_KEY", "true")),
         max_body_bytes=int(_number("MAX_BODY_BYTES", get("MAX_BODY_BYTES", str(Settings.max_body_bytes)), int)),
         connect_timeout=_number("CONNECT_TIMEOUT", get("CONNECT_TIMEOUT", str(Settings.connect_timeout)), float),
