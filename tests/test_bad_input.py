@@ -54,6 +54,8 @@ CASES = [
     ("llm_ollama_models_dir=/var/lib/../x", "llm_ollama_models_dir is '/var/lib/../x'"),
     ("llm_bind_address=everywhere", "llm_bind_address is 'everywhere'"),
     ("gateway_bind_address=my-host", "gateway_bind_address is 'my-host'"),
+    ('{"gateway_cors_origins": ["https://chat.example.com/app"]}', "gateway_cors_origins holds https://chat.example.com/app"),
+    ('{"gateway_cors_origins": ["chat.example.com"]}', "gateway_cors_origins holds chat.example.com: an origin"),
     ("gateway_api_key=short", "Gateway API key number 1 "),
     ('{"gateway_api_keys": ["#' + "k" * 20 + '"]}', "Gateway API key number 2 "),
     ('{"gateway_api_key": "", "gateway_api_keys": []}', "auth on but no API key"),
@@ -169,6 +171,7 @@ def test_good_settings_pass_the_check(tmp_path):
         "llm_backend=llamacpp",
         "llm_ollama_image=docker.io/ollama/ollama:0.14.0@sha256:" + "0a" * 32,
         "llm_llamacpp_cpu_image=localhost:5000/llama.cpp@sha256:" + "1b" * 32,
+        '{"gateway_cors_origins": ["https://chat.example.com", "http://[::1]:3000", "*"]}',
         playbook="playbooks/check.yml",
     )
     failed = [result for _play, _task, result in tasks_that_ran(report) if result.get("failed")]

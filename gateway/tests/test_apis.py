@@ -194,3 +194,30 @@ def test_a_passed_answer_has_one_date_one_request_id_and_no_server(gateway: Gate
 def test_a_wrong_method_is_405_naming_the_right_one(gateway: Gateway):
     answer = httpx.get(gateway.url + "/v1/messages", headers={"x-api-key": KEYS[0]})
     assert answer.status_code == 405 and answer.headers["allow"] == "POST"
+
+
+PREFLIGHT = {"access-control-request-method": "POST", "access-control-request-headers": "authorization,content-type"}
+
+
+def test_cors_is_off_unless_origins_are_set(gateway: Gateway):
+    preflight = httpx.options(gateway.url + "/v1/chat/completions", headers=PREFLIGHT | {"origin": "https://a.test"})
+    assert preflight.status_code == 405 and preflight.headers["allow"] == "POST"
+    assert "access-control-allow-origin" not in preflight.headers
+
+
+def test_a_browser_on_a_listed_origin_may_call_and_no_other(
+    start_gateway: Callable[..., Gateway], llama_server: LlamaServer
+):
+    gateway = start_gateway(llama_server.url, cors_origins="https://chat.example.com")
+    url = gateway.url + "/v1/chat/completions"
+    allowed = httpx.options(url, headers=PREFLIGHT | {"origin": "https://chat.example.com"})
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "https://chat.example.com"
+    assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
+    refused = httpx.options(url, headers=PREFLIGHT | {"origin": "https://evil.example.com"})
+    assert "access-control-allow-origin" not in refused.headers
+    body = {"model": PUBLIC_MODEL, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 2}
+    called = httpx.post(url, json=body, headers={"origin": "https://chat.example.com", "x-api-key": KEYS[0]})
+    assert called.status_code == 200
+    assert called.headers["access-control-allow-origin"] == "https://chat.example.com"
+    assert "x-request-id" in called.headers["access-control-expose-headers"].lower()

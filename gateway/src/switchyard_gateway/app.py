@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 
 from . import pooling, proxy, status
 from .access import AccessLog
@@ -24,6 +25,30 @@ from .models import ModelCatalog
 from .reload import catch_up, reload_settings
 from .settings import Settings
 from .upstream import create_client
+
+
+def _cors(settings: Settings) -> list[Middleware]:
+    """Browsers' cross-origin calls from the configured origins (none: off). Preflights are
+    answered here, before auth: they carry no key."""
+    if not settings.cors_origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=[
+                "authorization",
+                "x-api-key",
+                "content-type",
+                "anthropic-version",
+                "traceparent",
+                "tracestate",
+            ],
+            expose_headers=["x-request-id", "retry-after", "server-timing"],
+            max_age=600,
+        )
+    ]
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -49,8 +74,11 @@ def create_app(settings: Settings) -> Starlette:
             HTTPException: on_http_exception,
             Exception: on_unexpected_error,
         },
-        # Metrics are labelled by route; anything else (scanners, typos) shares one label.
-        middleware=[Middleware(AccessLog, metrics=metrics, routes=frozenset(route.path for route in routes))],
+        middleware=[
+            # Metrics are labelled by route; anything else (scanners, typos) shares one label.
+            Middleware(AccessLog, metrics=metrics, routes=frozenset(route.path for route in routes)),
+            *_cors(settings),
+        ],
     )
     app.state.settings = settings
     app.state.catalog = ModelCatalog(settings)

@@ -2,8 +2,8 @@
 
 The unit's ExecReload sends it; roles/gateway reloads instead of restarting when only these
 changed, so a switch or a key rotation refuses no connection and cuts no stream. What the
-running server was built with (address, port, upstream timeouts and pool, log level) stays
-until the next restart.
+running server was built with (address, port, upstream timeouts and pool, log level, CORS,
+the header timeout) stays until the next restart.
 """
 
 from __future__ import annotations
@@ -20,7 +20,10 @@ from .settings import Settings, SettingsError, load, read_env_file
 
 logger = logging.getLogger("switchyard_gateway.reload")
 
-FIXED_AT_START = ("host", "port", "connect_timeout", "read_timeout", "max_connections", "workers", "log_level")
+FIXED_AT_START = (
+    "host", "port", "connect_timeout", "read_timeout", "max_connections", "workers", "log_level", "cors_origins",
+    "header_timeout_s",
+)  # fmt: skip
 
 
 def read_settings(current: Settings) -> Settings:

@@ -67,6 +67,9 @@ class Settings:
     # the gateway sends an SSE comment of its own, well inside the idle timeouts of clients
     # and proxies (often 30-60 s).
     keepalive_s: float = 5.0
+    # Browser origins allowed to call the gateway (CORS), e.g. https://chat.example.com; "*"
+    # for any; none: CORS off, and browsers' preflights get 405.
+    cors_origins: tuple[str, ...] = ()
     # How long a client has to send its request's headers, from its connection's opening or
     # its last answer (protocol.py): idle half-open connections do not pile up.
     header_timeout_s: float = 10.0
@@ -196,6 +199,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         switch_mark=get("SWITCH_MARK"),
         switch_hold_s=_number("SWITCH_HOLD_S", get("SWITCH_HOLD_S", str(Settings.switch_hold_s)), float),
         keepalive_s=_number("KEEPALIVE_S", get("KEEPALIVE_S", str(Settings.keepalive_s)), float),
+        cors_origins=_names(get("CORS_ORIGINS")),
         header_timeout_s=_number("HEADER_TIMEOUT_S", get("HEADER_TIMEOUT_S", str(Settings.header_timeout_s)), float),
         workers=_workers(get("WORKERS", str(Settings.workers))),
         host=get("HOST", Settings.host),
