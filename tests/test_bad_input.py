@@ -54,7 +54,10 @@ CASES = [
     ("llm_ollama_models_dir=/var/lib/../x", "llm_ollama_models_dir is '/var/lib/../x'"),
     ("llm_bind_address=everywhere", "llm_bind_address is 'everywhere'"),
     ("gateway_bind_address=my-host", "gateway_bind_address is 'my-host'"),
-    ('{"gateway_cors_origins": ["https://chat.example.com/app"]}', "gateway_cors_origins holds https://chat.example.com/app"),
+    (
+        '{"gateway_cors_origins": ["https://chat.example.com/app"]}',
+        "gateway_cors_origins holds https://chat.example.com/app",
+    ),
     ('{"gateway_cors_origins": ["chat.example.com"]}', "gateway_cors_origins holds chat.example.com: an origin"),
     ("gateway_api_key=short", "Gateway API key number 1 "),
     ('{"gateway_api_keys": ["#' + "k" * 20 + '"]}', "Gateway API key number 2 "),

@@ -2,7 +2,7 @@
 # Everything CI runs (`make test`): what the machine needs installed (bootstrap.sh), then the
 # phases of scripts/ci/pipeline.py side by side as soon as what each needs is built: the
 # sandbox artifacts, lint, the unit-rendering and gateway tests, and the Molecule scenarios
-# (default, fleet, docker, vllm, gpu), each in a network namespace of its own. It ends with a
+# (default, switch, fleet, docker, vllm, gpu), each in a network namespace of its own. It ends with a
 # table of every phase's time and one line counting the tests; any failure fails the run.
 # Phases by name: scripts/ci/test.sh 'molecule gpu' (runs what that phase needs first).
 set -euo pipefail

@@ -33,9 +33,8 @@ _DROPPED_HEADERS = frozenset(
 )  # fmt: skip
 
 
-# A pooled connection that fails this soon after a request was put on it had been closed by
-# the upstream before: the request never reached it, and goes once more on a new connection.
-STALE_CONNECTION_S = 0.05
+# Tries of a request while each one failed on a pooled connection the upstream had closed.
+SEND_ATTEMPTS = 3
 
 # What a silent stream sends every settings.keepalive_s: an SSE comment, which clients skip.
 KEEPALIVE = b": keep-alive\n\n"
@@ -118,25 +117,27 @@ async def open_stream(
 ) -> aiohttp.ClientResponse:
     """POST `payload` and return once the status line and headers are in; the body is unread.
 
-    A generation is never sent twice: once the upstream may have read the request, a broken
-    connection is the client's error (502), whether the upstream died before answering or in
-    the middle of a non-streamed answer. The one exception proves the request never arrived: a
-    pooled connection that fails within STALE_CONNECTION_S of being taken, closed by the
-    upstream while it sat in the pool (llama-server closes kept-alive connections without
-    notice, and a stopped backend all of them at once). That request goes once more, on a
-    connection of its own.
+    A generation is never sent twice on a connection of its own: once the upstream may have
+    read the request there, a broken connection is the client's error (502), whether the
+    upstream died before answering or in the middle of a non-streamed answer. What is sent
+    again, up to SEND_ATTEMPTS in all, is a request that failed on a pooled connection: the
+    upstream closes those without notice (llama-server after its keep-alive time, a stopped
+    backend all of them at once), and the request broke against the closed socket. Measured
+    on a loaded CI machine, such a failure can come a good fraction of a second after the
+    connection was taken, so no time limit tells it apart.
     """
     with mapped_errors(service, metrics, settings.retry_after), waiting_upstream():
-        sent = SimpleNamespace(reused=False)
-        started = perf_counter()
-        try:
-            return await client.post(url, data=payload, headers=headers, allow_redirects=False, trace_request_ctx=sent)
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
-            stale = sent.reused and perf_counter() - started < STALE_CONNECTION_S
-            if isinstance(error, aiohttp.ClientConnectorError) or not stale:
-                raise
-        # One turn of the event loop: the pool learns of the other connections closed meanwhile.
-        await asyncio.sleep(0)
+        for _attempt in range(SEND_ATTEMPTS - 1):
+            sent = SimpleNamespace(reused=False)
+            try:
+                return await client.post(
+                    url, data=payload, headers=headers, allow_redirects=False, trace_request_ctx=sent
+                )
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
+                if isinstance(error, aiohttp.ClientConnectorError) or not sent.reused:
+                    raise
+            # One turn of the event loop: the pool learns of the other connections closed meanwhile.
+            await asyncio.sleep(0)
         return await client.post(url, data=payload, headers=headers, allow_redirects=False)
 
 
