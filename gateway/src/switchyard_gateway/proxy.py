@@ -28,7 +28,16 @@ from .auth import require_key
 from .body import read_body_bytes, read_json, upstream_headers
 from .errors import GatewayError
 from .models import ModelRoute
-from .upstream import KEEPALIVE, UpstreamStreamingResponse, let_go, mapped_errors, open_stream, raw_response, read_body
+from .upstream import (
+    KEEPALIVE,
+    Unreachable,
+    UpstreamStreamingResponse,
+    let_go,
+    mapped_errors,
+    open_stream,
+    raw_response,
+    read_body,
+)
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # Statuses with which a backend says it is busy, not down (Ollama sheds load with 503,
@@ -94,11 +103,9 @@ async def _open_once(
         if upstream.status in _BUSY:
             content = await read_body(upstream, "backend", settings, state.metrics)
             raise _busy(upstream, content, api, settings)
-    except GatewayError as error:
+    except Unreachable as error:
         state.metrics.forwarding.dec()
-        if error.status == 503 and error.code == "backend_unavailable":
-            raise NotYet(error, hold.POLL_S) from None
-        raise
+        raise NotYet(error, hold.POLL_S) from None
     except BaseException:
         state.metrics.forwarding.dec()
         raise
@@ -169,11 +176,11 @@ class _WaitingStream:
         while True:
             if self.opening is None and time.monotonic() >= retry_at:
                 self.opening = asyncio.ensure_future(_open_once(self.request, self.api, self.path, self.body))
-            wake_at = sent_at + keepalive_s if self.opening is not None else min(retry_at, sent_at + keepalive_s)
+            keepalive_at = sent_at + keepalive_s
             if self.opening is None:
-                await asyncio.sleep(max(0.0, wake_at - time.monotonic()))
+                await asyncio.sleep(max(0.0, min(retry_at, keepalive_at) - time.monotonic()))
             else:
-                await asyncio.wait({self.opening}, timeout=max(0.0, wake_at - time.monotonic()))
+                await asyncio.wait({self.opening}, timeout=max(0.0, keepalive_at - time.monotonic()))
             if self.opening is not None and self.opening.done():
                 opening, self.opening = self.opening, None
                 try:

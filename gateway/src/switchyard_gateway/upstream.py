@@ -83,6 +83,10 @@ def create_client(settings: Settings) -> aiohttp.ClientSession:
     )
 
 
+class Unreachable(GatewayError):
+    """The upstream refused the connection or none came in time: the request never reached it."""
+
+
 @contextmanager
 def mapped_errors(service: str, metrics: Metrics, retry_after: int) -> Iterator[None]:
     """Transport failures as the errors a client should see: 503 down, 504 timeout, 502 broken."""
@@ -90,7 +94,7 @@ def mapped_errors(service: str, metrics: Metrics, retry_after: int) -> Iterator[
         yield
     except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as error:
         metrics.upstream_errors.labels(service, "unavailable").inc()
-        raise GatewayError(
+        raise Unreachable(
             503,
             f"The {service} service is not reachable ({type(error).__name__}); retry shortly.",
             f"{service}_unavailable",
