@@ -126,10 +126,56 @@ def nvidia_cuda_distro(facts: Mapping[str, Any]) -> str:
     return distribution + str(facts["distribution_major_version"])
 
 
-def gateway_keys(api_key: str, api_keys: Iterable[str]) -> list[str]:
+def gateway_keys(api_key: str, api_keys: Iterable[str | Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The keys a gateway accepts, in the order the settings give them: gateway_api_key (the
-    original's API_KEY) when set, then gateway_api_keys."""
-    return ([api_key] if api_key else []) + list(api_keys)
+    original's API_KEY) when set, then gateway_api_keys, whose items are a key or a mapping
+    with `key` and any of name, max_in_flight and priority; each as such a mapping."""
+    given = ([api_key] if api_key else []) + list(api_keys)
+    return [dict(item) if isinstance(item, Mapping) else {"key": item} for item in given]
+
+
+# What the gateway's key file reader (switchyard_gateway/keys.py) accepts.
+GATEWAY_KEY = re.compile(r"^[\x21\x22\x24-\x7e][\x21-\x7e]{15,}$")
+GATEWAY_KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+GATEWAY_KEY_FIELDS = ("key", "name", "max_in_flight", "priority")
+
+
+def _whole_number(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) < 10**9
+
+
+def gateway_key_problems(keys: Iterable[Mapping[str, Any]]) -> list[str]:
+    """What is wrong with each key of gateway_keys(), by its number: never the key itself."""
+    problems: list[str] = []
+    names: dict[str, int] = {}
+    for number, entry in enumerate(keys, start=1):
+        unknown = sorted(set(entry) - set(GATEWAY_KEY_FIELDS))
+        if unknown:
+            problems.append(f"key number {number} has {', '.join(unknown)}: use {', '.join(GATEWAY_KEY_FIELDS)}")
+        if not (isinstance(entry.get("key"), str) and GATEWAY_KEY.match(entry["key"])):
+            problems.append(
+                f"key number {number} is not valid: a key is at least 16 printable ASCII characters, "
+                "without spaces, and does not start with '#'"
+            )
+        name = entry.get("name", f"key-{number}")
+        if not (isinstance(name, str) and GATEWAY_KEY_NAME.match(name)):
+            problems.append(f"key number {number}: name {name!r} is not letters, digits, '.', '_' or '-' (up to 64)")
+        elif name in names:
+            problems.append(f"keys number {names[name]} and {number} have the same name {name}")
+        else:
+            names[name] = number
+        limit = entry.get("max_in_flight", 0)
+        if not (_whole_number(limit) and limit >= 0):
+            problems.append(f"key number {number}: max_in_flight {limit!r} is not a whole number, 0 (no limit) or more")
+        if "priority" in entry and not _whole_number(entry["priority"]):
+            problems.append(f"key number {number}: priority {entry['priority']!r} is not a whole number")
+    return problems
+
+
+def gateway_key_line(entry: Mapping[str, Any]) -> str:
+    """The key's line in the gateway's key file: the key, then what is known of it."""
+    fields = [f"{name}={entry[name]}" for name in GATEWAY_KEY_FIELDS[1:] if entry.get(name) not in (None, "")]
+    return " ".join([entry["key"], *fields])
 
 
 BACKEND_CONTAINER = re.compile(r"^llm-(vllm|ollama|llamacpp)$")
@@ -174,4 +220,6 @@ class FilterModule:
             "nvidia_cuda_distro": nvidia_cuda_distro,
             "fleet_status_row": fleet_status_row,
             "gateway_keys": gateway_keys,
+            "gateway_key_problems": gateway_key_problems,
+            "gateway_key_line": gateway_key_line,
         }

@@ -130,6 +130,38 @@ def test_fleet_status_row_of_a_host_whose_backend_does_not_answer():
 
 
 def test_gateway_keys_put_the_originals_api_key_first_and_skip_it_when_unset():
-    assert switchyard.gateway_keys("k1", ["k2", "k3"]) == ["k1", "k2", "k3"]
-    assert switchyard.gateway_keys("", ["k2"]) == ["k2"]
+    assert switchyard.gateway_keys("k1", ["k2", {"key": "k3", "name": "batch"}]) == [
+        {"key": "k1"},
+        {"key": "k2"},
+        {"key": "k3", "name": "batch"},
+    ]
+    assert switchyard.gateway_keys("", ["k2"]) == [{"key": "k2"}]
     assert switchyard.gateway_keys("", []) == []
+
+
+GOOD_KEY = "sk-" + "a" * 20
+
+
+def test_a_key_line_is_the_key_then_what_is_known_of_it():
+    assert switchyard.gateway_key_line({"key": GOOD_KEY}) == GOOD_KEY
+    entry = {"key": GOOD_KEY, "priority": -3, "name": "batch", "max_in_flight": 4}
+    assert switchyard.gateway_key_line(entry) == f"{GOOD_KEY} name=batch max_in_flight=4 priority=-3"
+
+
+def test_gateway_key_problems_name_the_key_by_its_number_only():
+    secret = "sk-secret-with-a-name"
+    keys = [
+        {"key": GOOD_KEY, "name": "key-2"},
+        {"key": "short"},
+        {"key": secret, "name": "two words", "max_in_flight": True, "priority": 1.5, "colour": "blue"},
+    ]
+    assert switchyard.gateway_key_problems(keys) == [
+        "key number 2 is not valid: a key is at least 16 printable ASCII characters, without spaces, "
+        "and does not start with '#'",
+        "keys number 1 and 2 have the same name key-2",
+        "key number 3 has colour: use key, name, max_in_flight, priority",
+        "key number 3: name 'two words' is not letters, digits, '.', '_' or '-' (up to 64)",
+        "key number 3: max_in_flight True is not a whole number, 0 (no limit) or more",
+        "key number 3: priority 1.5 is not a whole number",
+    ]
+    assert switchyard.gateway_key_problems([{"key": GOOD_KEY, "name": "batch", "max_in_flight": 2}]) == []

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from switchyard_gateway.keys import ApiKey, read_key_file
+
 PROJECT = Path(__file__).resolve().parents[1]
 BACKENDS = ("vllm", "ollama", "llamacpp")
 ENGINES = ("podman", "docker")
@@ -162,6 +164,20 @@ def test_vllm_unit_carries_the_seed_settings(units):
     assert "--ipc" in argv
     # The revision the models role downloaded, not whatever the Hub serves at start.
     assert option(argv, "--revision") == "main"
+
+
+def test_vllm_schedules_by_priority_only_when_asked(units):
+    assert "--scheduling-policy" not in exec_start(units / "vllm-podman-gpu.service")
+    assert option(exec_start(units / "vllm-podman-gpu-priority.service"), "--scheduling-policy") == "priority"
+
+
+def test_the_key_file_reads_back_as_the_gateway_reads_it(units):
+    keys = read_key_file(units / "gateway-api-keys")
+    assert keys == (
+        ApiKey("sk-original-api-key-0001", "key-1"),
+        ApiKey("sk-second-api-key-00002", "key-2"),
+        ApiKey("sk-batch-api-key-000003", "batch", max_in_flight=4, priority=10, slot=0),
+    )
 
 
 def test_vllm_cpu_unit_uses_the_cpu_image_without_gpu_settings(units):

@@ -4,11 +4,14 @@ its systemd unit starts it (`python -m switchyard_gateway`, settings from the en
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import socket
+import socketserver
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -107,6 +110,63 @@ def embedding_server(start_llama_server: Callable[..., LlamaServer]) -> LlamaSer
 def reranker_server(start_llama_server: Callable[..., LlamaServer]) -> LlamaServer:
     """The stand-in reranker: llama-server in embedding mode, serving the reranker's name."""
     return start_llama_server("--embeddings", "--pooling", "mean", alias="bge-reranker")
+
+
+class BackendDouble(socketserver.ThreadingTCPServer):
+    """A test double of a backend, for what no real one does on cue: it reads each request
+    whole and records it (when, headers, body), waits for `hold` when one is given (a request
+    the backend is working on), then answers `reply` (nothing: a crash) and closes the
+    connection, as a crashed or overloaded server does."""
+
+    daemon_threads = True
+
+    def __init__(self, reply: bytes, hold: threading.Event | None = None) -> None:
+        self.reply = reply
+        self.hold = hold
+        self.received: list[float] = []
+        self.headers: list[dict[str, str]] = []
+        self.bodies: list[dict] = []
+        super().__init__(("127.0.0.1", 0), _ReadThenReply)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _ReadThenReply(socketserver.StreamRequestHandler):
+    server: BackendDouble
+
+    def handle(self) -> None:
+        headers = {}
+        while (line := self.rfile.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            headers[name.lower()] = value.strip()
+        body = self.rfile.read(int(headers.get("content-length", 0)))
+        self.server.received.append(time.monotonic())
+        self.server.headers.append(headers)
+        self.server.bodies.append(json.loads(body) if body else {})
+        if self.server.hold is not None:
+            self.server.hold.wait(timeout=60)
+        if self.server.reply:
+            self.wfile.write(self.server.reply)
+
+
+@pytest.fixture
+def backend_double() -> Iterator[Callable[..., BackendDouble]]:
+    started: list[BackendDouble] = []
+
+    def start(reply: bytes, hold: threading.Event | None = None) -> BackendDouble:
+        server = BackendDouble(reply, hold)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        if server.hold is not None:
+            server.hold.set()
+        server.shutdown()
+        server.server_close()
 
 
 @dataclass

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -245,7 +246,11 @@ def test_config_reports_the_setup_and_no_secret(gateway: Gateway, headers: dict,
     assert config["models"]["chat"] == PUBLIC_MODEL and config["models"]["backend_name"] == UPSTREAM_MODEL
     assert config["upstreams"]["backend"] == llama_server.url
     assert config["versions"]["backend"].startswith("b")  # llama-server's build, from /props
-    assert config["auth"] == {"enabled": True, "keys": 2, "status_requires_key": True}
+    assert config["auth"] == {
+        "enabled": True,
+        "keys": [{"name": f"key-{n}", "max_in_flight": None, "priority": None} for n in (1, 2)],
+        "status_requires_key": True,
+    }
     assert config["workers"] == 1
     assert not any(key in response.text for key in KEYS)
 
@@ -397,14 +402,16 @@ def test_a_broken_upstream_stream_ends_with_an_error_event(
 def test_metrics_count_requests_and_tokens(gateway: Gateway, client: openai.OpenAI, headers: dict):
     client.chat.completions.create(model=PUBLIC_MODEL, messages=MESSAGES, max_tokens=5)
     metrics = httpx.get(gateway.url + "/metrics", headers=headers).text
-    assert 'switchyard_gateway_requests_total{route="/v1/chat/completions",status="200"}' in metrics
-    assert 'switchyard_gateway_tokens_total{kind="completion"}' in metrics
+    assert 'switchyard_gateway_requests_total{key="key-2",route="/v1/chat/completions",status="200"}' in metrics
+    assert f'switchyard_gateway_tokens_total{{key="key-1",kind="completion",model="{PUBLIC_MODEL}"}}' in metrics
     assert "switchyard_gateway_request_duration_seconds_bucket" in metrics
 
 
-def tokens_counted(url: str, kind: str, headers: dict | None = None, prefix: str = "switchyard_gateway_") -> float:
+def tokens_counted(url: str, kind: str, headers: dict | None = None, key: str = "key-1") -> float:
+    """The gateway's count of `kind` tokens for the key named `key` and the public model."""
+    wanted = f'switchyard_gateway_tokens_total{{key="{key}",kind="{kind}",model="{PUBLIC_MODEL}"}} '
     for line in httpx.get(url + "/metrics", headers=headers).text.splitlines():
-        if line.startswith(f'{prefix}tokens_total{{kind="{kind}"}} '):
+        if line.startswith(wanted):
             return float(line.split()[1])
     return 0.0
 
@@ -412,12 +419,15 @@ def tokens_counted(url: str, kind: str, headers: dict | None = None, prefix: str
 def test_the_token_counter_equals_the_backends_own_over_a_mixed_run(
     start_gateway: Callable[..., Gateway], start_llama_server: Callable[..., LlamaServer], headers: dict
 ):
+    """Every API, streamed or not, with and without the client asking for usage: counted once,
+    under the key that asked."""
     # A backend of its own: the shared one may still finish generations other tests left.
     llama_server = start_llama_server("--parallel", "2")
     gateway = start_gateway(llama_server.url)
     client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=KEYS[0], max_retries=0)
-    counted_before = tokens_counted(gateway.url, "completion", headers)
-    predicted_before = llama_server.metric("tokens_predicted_total")
+    claude = anthropic.Anthropic(base_url=gateway.url, api_key=KEYS[0], max_retries=0)
+    counted_before = {kind: tokens_counted(gateway.url, kind, headers) for kind in ("prompt", "completion")}
+    backend_before = {kind: llama_server.metric(f"{kind}_total") for kind in ("prompt_tokens", "tokens_predicted")}
     client.chat.completions.create(model=PUBLIC_MODEL, messages=MESSAGES, max_tokens=5)
     unasked = list(client.chat.completions.create(model=PUBLIC_MODEL, messages=MESSAGES, max_tokens=6, stream=True))
     asked = list(
@@ -425,9 +435,30 @@ def test_the_token_counter_equals_the_backends_own_over_a_mixed_run(
             model=PUBLIC_MODEL, messages=MESSAGES, max_tokens=7, stream=True, stream_options={"include_usage": True}
         )
     )
-    client.completions.create(model=PUBLIC_MODEL, prompt="Paris is", max_tokens=8, stream=True)
-    counted = tokens_counted(gateway.url, "completion", headers) - counted_before
-    assert counted == llama_server.metric("tokens_predicted_total") - predicted_before == 5 + 6 + 7 + 8
+    list(client.completions.create(model=PUBLIC_MODEL, prompt="Paris is", max_tokens=8, stream=True))
+    client.responses.create(model=PUBLIC_MODEL, input="Capital of Spain?", max_output_tokens=9)
+    list(client.responses.create(model=PUBLIC_MODEL, input="Capital of Italy?", max_output_tokens=10, stream=True))
+    message = {"messages": [{"role": "user", "content": "Capital of Peru?"}]}
+    claude.messages.create(model=PUBLIC_MODEL, max_tokens=11, **message)
+    with claude.messages.stream(model=PUBLIC_MODEL, max_tokens=12, **message) as stream:
+        stream.until_done()
+    generated = sum(range(5, 13))
+
+    def counts() -> tuple[dict[str, float], dict[str, float]]:
+        counted = {kind: tokens_counted(gateway.url, kind, headers) - counted_before[kind] for kind in counted_before}
+        backend = {kind: llama_server.metric(f"{kind}_total") - backend_before[kind] for kind in backend_before}
+        return counted, backend
+
+    # Both count a stream when it ends, a moment after its client read the last event.
+    deadline = time.monotonic() + 10
+    counted, backend = counts()
+    while {counted["completion"], backend["tokens_predicted"]} != {generated} and time.monotonic() < deadline:
+        time.sleep(0.1)
+        counted, backend = counts()
+    assert counted["completion"] == backend["tokens_predicted"] == generated
+    # llama-server counts the prompt tokens it evaluated: a prompt it had cached counts less there.
+    assert counted["prompt"] >= backend["prompt_tokens"] > 0
+    assert tokens_counted(gateway.url, "completion", headers, key="key-2") == 0, "counted under the key that asked"
     assert [chunk.usage for chunk in unasked if chunk.usage] == [], "no usage the client did not ask for"
     assert [chunk.usage.completion_tokens for chunk in asked if chunk.usage] == [7]
 

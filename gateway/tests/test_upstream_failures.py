@@ -1,8 +1,8 @@
 """A backend that fails the way real ones do: a generation is never sent twice, a busy
 backend is not hammered, and a client that leaves stops its generation.
 
-The first two use a test double of a backend (a socket server here): no real server can be
-made to drop a connection after reading a request, or to answer busy, on cue. It fails as
+The first two use a test double of a backend (conftest's BackendDouble): no real server can
+be made to drop a connection after reading a request, or to answer busy, on cue. It fails as
 they fail: a crashed server closes the connection without an answer; Ollama sheds load with
 `503` and a Retry-After.
 """
@@ -11,74 +11,24 @@ from __future__ import annotations
 
 import itertools
 import socket
-import socketserver
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
 
-from conftest import KEYS, PUBLIC_MODEL, Gateway, LlamaServer
+from conftest import KEYS, PUBLIC_MODEL, BackendDouble, Gateway, LlamaServer
 
 CHAT = {"model": PUBLIC_MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
 HEADERS = {"Authorization": f"Bearer {KEYS[0]}"}
 BUSY_BODY = b'{"error":{"message":"server busy, please try again. maximum pending requests exceeded"}}'
 
 
-class FailingBackend(socketserver.ThreadingTCPServer):
-    """Reads each request whole, records when it came, then answers `reply` (or nothing) and
-    closes the connection."""
-
-    daemon_threads = True
-
-    def __init__(self, reply: bytes) -> None:
-        self.reply = reply
-        self.received: list[float] = []
-        self.headers: list[dict[str, str]] = []
-        super().__init__(("127.0.0.1", 0), _ReadThenReply)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class _ReadThenReply(socketserver.StreamRequestHandler):
-    server: FailingBackend
-
-    def handle(self) -> None:
-        headers = {}
-        while (line := self.rfile.readline()) not in (b"\r\n", b""):
-            name, _, value = line.decode().partition(":")
-            headers[name.lower()] = value.strip()
-        self.rfile.read(int(headers.get("content-length", 0)))
-        self.server.received.append(time.monotonic())
-        self.server.headers.append(headers)
-        if self.server.reply:
-            self.wfile.write(self.server.reply)
-
-
-@pytest.fixture
-def failing_backend() -> Iterator[Callable[[bytes], FailingBackend]]:
-    started: list[FailingBackend] = []
-
-    def start(reply: bytes) -> FailingBackend:
-        server = FailingBackend(reply)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_backend_that_dies_after_reading_the_request_gets_it_once(
-    start_gateway: Callable[..., Gateway], failing_backend: Callable[[bytes], FailingBackend], stream: bool
+    start_gateway: Callable[..., Gateway], backend_double: Callable[..., BackendDouble], stream: bool
 ):
-    backend = failing_backend(b"")
+    backend = backend_double(b"")
     gateway = start_gateway(backend.url, switch_hold_s="5")
     started = time.monotonic()
     response = httpx.post(gateway.url + "/v1/chat/completions", headers=HEADERS, json=CHAT | {"stream": stream})
@@ -89,13 +39,13 @@ def test_a_backend_that_dies_after_reading_the_request_gets_it_once(
 
 
 def test_a_busy_backend_is_asked_no_faster_than_its_retry_after(
-    start_gateway: Callable[..., Gateway], failing_backend: Callable[[bytes], FailingBackend]
+    start_gateway: Callable[..., Gateway], backend_double: Callable[..., BackendDouble]
 ):
     reply = (
         b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 3\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(BUSY_BODY) + BUSY_BODY
     )
-    backend = failing_backend(reply)
+    backend = backend_double(reply)
     gateway = start_gateway(backend.url, switch_hold_s="7")
     response = httpx.post(gateway.url + "/v1/chat/completions", headers=HEADERS, json=CHAT, timeout=30)
     assert response.status_code == 503
@@ -137,9 +87,9 @@ def test_a_client_that_leaves_a_plain_request_frees_the_backends_slot(
 
 
 def test_the_trace_context_goes_on_and_the_key_does_not(
-    start_gateway: Callable[..., Gateway], failing_backend: Callable[[bytes], FailingBackend]
+    start_gateway: Callable[..., Gateway], backend_double: Callable[..., BackendDouble]
 ):
-    backend = failing_backend(b"")
+    backend = backend_double(b"")
     gateway = start_gateway(backend.url)
     trace = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "tracestate": "vendor=1"}
     httpx.post(gateway.url + "/v1/chat/completions", headers=HEADERS | trace, json=CHAT)

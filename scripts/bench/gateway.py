@@ -18,7 +18,10 @@ are the proxies' own:
 Run as `make bench-gateway` (it installs wrk and nginx from Debian's packages when they are
 missing; LiteLLM goes into its own venv, .cache/bench/litellm-venv, the first time).
 
-    python -m scripts.bench.gateway [--seconds S] [--skip-litellm]
+    python -m scripts.bench.gateway [--seconds S] [--skip-litellm] [--baseline REV]
+
+--baseline REV adds the gateway as it was at a git revision to the per-core tables, pinned to
+the same CPU: a change's before and after, measured in the same run.
 """
 
 from __future__ import annotations
@@ -99,10 +102,12 @@ def upstream(port: int, interval_ms: float) -> subprocess.Popen:
     return start(pinned(LOAD_CPU, command), port, "/health")
 
 
-def gateway(upstream_port: int, port: int, keys: Path, workers: str, cpu: str | None) -> subprocess.Popen:
+def gateway(
+    upstream_port: int, port: int, keys: Path, workers: str, cpu: str | None, source: Path = ROOT / "gateway/src"
+) -> subprocess.Popen:
     env = {
         "PATH": os.environ["PATH"],
-        "PYTHONPATH": str(ROOT / "gateway/src"),
+        "PYTHONPATH": str(source),
         "SWITCHYARD_GATEWAY_BACKEND": "vllm",
         "SWITCHYARD_GATEWAY_BACKEND_URL": f"http://127.0.0.1:{upstream_port}",
         "SWITCHYARD_GATEWAY_MODEL": MODEL,
@@ -263,6 +268,16 @@ def per_core(targets: list[Target], seconds: int, directory: Path) -> None:
                   f"{row.p50:.2f} | {row.p99:.2f} |")  # fmt: skip
 
 
+def checked_out(revision: str, directory: Path) -> Path:
+    """The gateway's package as it was at `revision`, for a before/after in one run."""
+    directory.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", revision, "gateway/src"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(directory)], input=archive, check=True)
+    return directory / "gateway/src"
+
+
 def delay_row(name: str, delays: list[float], direct: list[float]) -> str:
     p50, p99 = percentile(delays, 50), percentile(delays, 99)
     added50, added99 = p50 - percentile(direct, 50), p99 - percentile(direct, 99)
@@ -273,6 +288,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
     parser.add_argument("--skip-litellm", action="store_true", help="leave LiteLLM out")
+    parser.add_argument(
+        "--baseline", metavar="REV", help="also the gateway as it was at git revision REV, in the per-core tables"
+    )
     args = parser.parse_args()
     if os.cpu_count() < 2 or not shutil.which("wrk") or not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()):
         raise SystemExit("needs 2 CPUs, wrk and nginx (make bench-gateway installs them)")
@@ -292,6 +310,12 @@ def main() -> None:
             processes += proxies
             targets = [Target("direct", fast), Target("nginx", ports["nginx"]),
                        Target("gateway", ports["gateway"], auth)]  # fmt: skip
+            if args.baseline:
+                port = free_port()
+                source = checked_out(args.baseline, directory / "baseline")
+                proxies.append(gateway(fast, port, keys, "1", PROXY_CPU, source))
+                processes.append(proxies[-1])
+                targets.append(Target(f"gateway@{args.baseline}", port, auth))
             if not args.skip_litellm:
                 proxies.append(litellm_proxy(fast, ports["litellm"]))
                 processes.append(proxies[-1])

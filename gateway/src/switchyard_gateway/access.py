@@ -10,6 +10,8 @@ from time import perf_counter
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .auth import STATE as KEY_STATE
+from .auth import key_name
 from .metrics import Metrics
 from .upstream import UPSTREAM_WAIT
 
@@ -19,8 +21,9 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
 class AccessLog:
-    """Logs method, path (escaped), status, duration, request id and public model name: never a body,
-    a query string or a header value other than the request id."""
+    """Logs method, path (escaped), status, duration, request id, the API key's name and the
+    public model name: never a key, a body, a query string or a header value other than the
+    request id."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics, routes: frozenset[str]) -> None:
         self.app = app
@@ -56,14 +59,16 @@ class AccessLog:
             UPSTREAM_WAIT.reset(token)
             seconds = perf_counter() - started
             path = scope["path"]
-            self.metrics.observe(path if path in self.routes else "other", status, seconds)
+            key = key_name(state.get(KEY_STATE))
+            self.metrics.observe(path if path in self.routes else "other", status, key, seconds)
             logger.info(
-                "%s %s %d %.1fms id=%s model=%s",
+                "%s %s %d %.1fms id=%s key=%s model=%s",
                 scope["method"],
                 _printable(path),
                 status,
                 seconds * 1000,
                 request_id,
+                key,
                 state.get("model", "-"),
             )
 

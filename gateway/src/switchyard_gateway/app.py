@@ -20,6 +20,7 @@ from starlette.middleware.cors import CORSMiddleware
 from . import pooling, proxy, status
 from .access import AccessLog
 from .errors import GatewayError, on_gateway_error, on_http_exception, on_unexpected_error
+from .limits import InFlight, PerKeyLimit
 from .metrics import Metrics
 from .models import ModelCatalog
 from .reload import catch_up, reload_settings
@@ -51,7 +52,10 @@ def _cors(settings: Settings) -> list[Middleware]:
     ]
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, in_flight: InFlight | None = None) -> Starlette:
+    """`in_flight`: the table of requests per key shared with the other workers (serve.py);
+    a table of its own when the app runs alone."""
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
@@ -78,6 +82,11 @@ def create_app(settings: Settings) -> Starlette:
             # Metrics are labelled by route; anything else (scanners, typos) shares one label.
             Middleware(AccessLog, metrics=metrics, routes=frozenset(route.path for route in routes)),
             *_cors(settings),
+            Middleware(
+                PerKeyLimit,
+                in_flight=in_flight or InFlight(workers=1),
+                exempt=frozenset(route.path for route in status.status_routes),
+            ),
         ],
     )
     app.state.settings = settings

@@ -29,8 +29,8 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "switchyard_gateway_requests",
-            "Requests answered, by route and status code.",
-            ["route", "status"],
+            "Requests answered, by route, status code and API key name (- for none).",
+            ["route", "status", "key"],
             registry=self.registry,
         )
         self.latency = Histogram(
@@ -48,8 +48,8 @@ class Metrics:
         )
         self.tokens = Counter(
             "switchyard_gateway_tokens",
-            "Tokens reported by the backend's usage, by kind (prompt, completion).",
-            ["kind"],
+            "Tokens reported by the backend's usage, by kind (prompt, completion), public model name and API key name.",
+            ["kind", "model", "key"],
             registry=self.registry,
         )
         self.forwarding = Gauge(
@@ -59,26 +59,18 @@ class Metrics:
             multiprocess_mode="livesum",
         )
         # labels() takes a lock and builds a key on every call: each label set is looked up once.
-        self._requests: dict[tuple[str, int], Any] = {}
+        self._requests: dict[tuple[str, int, str], Any] = {}
         self._latency: dict[str, Any] = {}
 
-    def observe(self, route: str, status: int, seconds: float) -> None:
-        requests = self._requests.get((route, status))
+    def observe(self, route: str, status: int, key: str, seconds: float) -> None:
+        requests = self._requests.get((route, status, key))
         if requests is None:
-            requests = self._requests[route, status] = self.requests.labels(route, str(status))
+            requests = self._requests[route, status, key] = self.requests.labels(route, str(status), key)
         latency = self._latency.get(route)
         if latency is None:
             latency = self._latency[route] = self.latency.labels(route)
         requests.inc()
         latency.observe(seconds)
-
-    def count_usage(self, usage: Any) -> None:
-        if not isinstance(usage, dict):
-            return
-        for kind in ("prompt", "completion"):
-            count = usage.get(f"{kind}_tokens")
-            if isinstance(count, int) and count > 0:
-                self.tokens.labels(kind).inc(count)
 
     def _exposed(self) -> CollectorRegistry:
         directory = multiprocess_dir()
@@ -97,3 +89,45 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self._exposed())
+
+
+# The names usage has in OpenAI's chat and completions, and in the Responses and Anthropic APIs.
+_USAGE_KINDS = {"prompt_tokens": "prompt", "completion_tokens": "completion",
+                "input_tokens": "prompt", "output_tokens": "completion"}  # fmt: skip
+# Where an answer or a stream's event holds it: at the top, or in the Responses API's
+# `response` and Anthropic's `message` (message_start).
+_USAGE_HOLDERS = ("response", "message")
+
+
+class Usage:
+    """One answer's token usage, added to the metrics once, when the answer ends (count): the
+    last figure seen of each kind, since streams repeat running totals (vLLM's
+    continuous_usage_stats, Anthropic's message_delta) and may give the kinds in different
+    events (Anthropic's input tokens in message_start)."""
+
+    def __init__(self, metrics: Metrics, model: str, key: str) -> None:
+        self.metrics, self.model, self.key = metrics, model, key
+        self.latest: dict[str, int] = {}
+
+    def saw(self, usage: Any) -> None:
+        if not isinstance(usage, dict):
+            return
+        for name, kind in _USAGE_KINDS.items():
+            count = usage.get(name)
+            if isinstance(count, int) and count >= 0:
+                self.latest[kind] = count
+
+    def saw_in(self, body: Any) -> None:
+        """The usage wherever an answer or an event of any of the APIs holds it."""
+        if not isinstance(body, dict):
+            return
+        self.saw(body.get("usage"))
+        for holder in _USAGE_HOLDERS:
+            if isinstance(body.get(holder), dict):
+                self.saw(body[holder].get("usage"))
+
+    def count(self) -> None:
+        for kind, count in self.latest.items():
+            if count:
+                self.metrics.tokens.labels(kind, self.model, self.key).inc(count)
+        self.latest = {}

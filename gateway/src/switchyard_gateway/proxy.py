@@ -24,9 +24,10 @@ from starlette.types import Receive, Scope, Send
 
 from . import hold
 from .apis import CHAT, COMPLETIONS, MESSAGES, RESPONSES, TOKENIZER, Api
-from .auth import require_key
+from .auth import caller, key_name, require_key
 from .body import read_body_bytes, read_json, upstream_headers
 from .errors import GatewayError
+from .metrics import Usage
 from .models import ModelRoute
 from .upstream import (
     KEEPALIVE,
@@ -85,7 +86,7 @@ async def _open_once(
     route = state.catalog.chat(body.get("model"))
     request.scope["state"]["model"] = route.public
     attempt = {**body, "model": route.upstream}
-    api.adapt(attempt, settings)
+    api.adapt(attempt, caller(request), settings)
     # Counted from before the request leaves, with no wait since the mark was read: a switch
     # that has just left its mark drains this request too (a non-streamed answer sends its
     # headers only when it is complete).
@@ -119,6 +120,11 @@ def _busy(upstream: aiohttp.ClientResponse, content: bytes, api: Api, settings: 
     headers = {"Retry-After": said or str(settings.retry_after)}
     answer = api.error_response(upstream.status, content, upstream.content_type, headers)
     return NotYet(GatewayError(upstream.status, message, code, headers=headers), retry_in_s, answer)
+
+
+def _usage(request: Request, route: ModelRoute) -> Usage:
+    """Where the answer's tokens are counted: under the public model name and the key's."""
+    return Usage(request.app.state.metrics, route.public, key_name(caller(request)))
 
 
 def _closed(request: Request) -> Callable[[], None]:
@@ -202,7 +208,9 @@ class _WaitingStream:
                 content = await read_body(upstream, "backend", state.settings, state.metrics)
                 yield self.api.error_event(upstream.status, *self.api.error_text(upstream.status, content))
                 return
-            async for events in self.api.relay(upstream, route, self.body, state.metrics, keepalive_s):
+            async for events in self.api.relay(
+                upstream, route, self.body, _usage(self.request, route), state.metrics, keepalive_s
+            ):
                 yield events
         finally:
             let_go(upstream)
@@ -277,7 +285,7 @@ async def _answer(request: Request, api: Api, path: str, body: dict[str, Any], u
             state.metrics.forwarding.dec()
     if upstream.status >= 400:
         return _error_answer(upstream, content, api)
-    return Response(api.answer(content, route, state.metrics), media_type="application/json")
+    return Response(api.answer(content, route, _usage(request, route)), media_type="application/json")
 
 
 async def generate(request: Request, api: Api, path: str) -> Response:
@@ -306,7 +314,7 @@ async def generate(request: Request, api: Api, path: str) -> Response:
         finally:
             state.metrics.forwarding.dec()
         return _error_answer(upstream, content, api)
-    events = api.relay(upstream, route, body, state.metrics, state.settings.keepalive_s)
+    events = api.relay(upstream, route, body, _usage(request, route), state.metrics, state.settings.keepalive_s)
     return UpstreamStreamingResponse(
         upstream, events, on_close=_closed(request), media_type="text/event-stream", headers=_SSE_HEADERS
     )

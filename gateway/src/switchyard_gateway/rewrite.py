@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from . import reasoning
-from .metrics import Metrics
+from .metrics import Usage
 from .models import ModelRoute
 
 
@@ -36,8 +36,8 @@ def _rewrite(body: dict[str, Any], route: ModelRoute, edit: Callable[[dict[str, 
     return orjson.dumps(body)
 
 
-def completion(data: bytes, route: ModelRoute, chat: bool, metrics: Metrics) -> bytes:
-    """A whole (non-streamed) answer."""
+def completion(data: bytes, route: ModelRoute, chat: bool, usage: Usage) -> bytes:
+    """A whole (non-streamed) answer; its usage counted."""
 
     def edit(body: dict[str, Any]) -> None:
         if chat:
@@ -48,7 +48,8 @@ def completion(data: bytes, route: ModelRoute, chat: bool, metrics: Metrics) -> 
     body = _parsed(data)
     if body is None:
         return data
-    metrics.count_usage(body.get("usage"))
+    usage.saw(body.get("usage"))
+    usage.count()
     return _rewrite(body, route, edit)
 
 
@@ -67,11 +68,10 @@ class StreamRewriter:
     the last choice (llama-server's completions) or as running totals on every chunk (vLLM's
     `continuous_usage_stats`)."""
 
-    def __init__(self, route: ModelRoute, chat: bool, metrics: Metrics, hide_usage: bool = False) -> None:
+    def __init__(self, route: ModelRoute, chat: bool, usage: Usage, hide_usage: bool = False) -> None:
         self.route = route
-        self.metrics = metrics
+        self.usage = usage
         self.hide_usage = hide_usage
-        self.usage: dict[str, Any] | None = None
         self.normalizer = reasoning.StreamNormalizer() if chat else None
         self.upstream_name = b'"model":' + orjson.dumps(route.upstream)
         self.public_name = b'"model":' + orjson.dumps(route.public)
@@ -84,14 +84,13 @@ class StreamRewriter:
         if body is None:
             return data
         if isinstance(body.get("usage"), dict):
-            self.usage = body["usage"]
+            self.usage.saw(body["usage"])
             if self.hide_usage and not body.get("choices"):
                 return None
         return _rewrite(body, self.route, self._edit)
 
     def finished(self) -> None:
-        self.metrics.count_usage(self.usage)
-        self.usage = None
+        self.usage.count()
 
     def _passes(self, data: bytes) -> bool:
         """Whether the full path would change nothing in `data` but the model name."""

@@ -26,6 +26,7 @@ import uvicorn
 from prometheus_client import multiprocess
 
 from .app import create_app
+from .limits import InFlight
 from .metrics import multiprocess_dir
 from .protocol import with_header_timeout
 from .settings import Settings
@@ -66,8 +67,9 @@ def listening_socket(settings: Settings) -> socket.socket:
 def serve(settings: Settings) -> int:
     sock = listening_socket(settings)
     sock.set_inheritable(True)
+    in_flight = InFlight(settings.workers)
     config = uvicorn.Config(
-        partial(create_app, settings),
+        partial(create_app, settings, in_flight),
         factory=True,
         loop="uvloop",
         http=with_header_timeout(settings.header_timeout_s),
@@ -79,15 +81,16 @@ def serve(settings: Settings) -> int:
         server = Server(config)
         server.run(sockets=[sock])
         return 0 if server.started else STARTUP_FAILED
-    return Supervisor(config, sock, settings.workers).run()
+    return Supervisor(config, sock, in_flight).run()
 
 
 class Supervisor:
-    def __init__(self, config: uvicorn.Config, sock: socket.socket, workers: int) -> None:
+    def __init__(self, config: uvicorn.Config, sock: socket.socket, in_flight: InFlight) -> None:
         self.config = config
         self.sock = sock
-        self.workers = workers
-        self.children: dict[int, float] = {}  # pid: when it started
+        self.in_flight = in_flight
+        # pid: when it started, and its row of the requests in flight per key.
+        self.children: dict[int, tuple[float, int]] = {}
         self.stopping = False
         self.failed = False
 
@@ -95,17 +98,18 @@ class Supervisor:
         signal.signal(signal.SIGHUP, self._forward)
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
-        for _ in range(self.workers):
-            self._spawn()
-        logger.info("serving with %d workers", self.workers)
+        for row in range(self.in_flight.rows):
+            self._spawn(row)
+        logger.info("serving with %d workers", self.in_flight.rows)
         while self.children:
             try:
                 pid, status = os.wait()
             except ChildProcessError:
                 break
-            started = self.children.pop(pid, None)
-            if started is None:
+            child = self.children.pop(pid, None)
+            if child is None:
                 continue
+            started, row = child
             if multiprocess_dir() is not None:
                 multiprocess.mark_process_dead(pid)
             if self.stopping:
@@ -118,15 +122,17 @@ class Supervisor:
             logger.error("worker %d ended (wait status %d): starting another", pid, status)
             if time.monotonic() - started < RESPAWN_BACKOFF_S:
                 time.sleep(RESPAWN_BACKOFF_S)
-            self._spawn()
+            # Its requests died with it: they no longer count against their keys' limits.
+            self.in_flight.clear_row(row)
+            self._spawn(row)
         return 1 if self.failed else 0
 
-    def _spawn(self) -> None:
+    def _spawn(self, row: int) -> None:
         # Signals wait until the new worker is known: a stop that came in between would miss it.
         signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
         pid = os.fork()
         if pid:
-            self.children[pid] = time.monotonic()
+            self.children[pid] = (time.monotonic(), row)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
             return
         # The worker: SIGHUP waits for the app's own handler (reload.py, which catches up on a
@@ -135,6 +141,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
+        self.in_flight.use_row(row)
         code = 1
         try:
             server = Server(self.config)

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .keys import ApiKey, KeyFileError, read_key_file
+
 PREFIX = "SWITCHYARD_GATEWAY_"
 # How a backend turns Qwen3's thinking off: its chat template's enable_thinking, or
 # reasoning_effort "none" (Ollama's OpenAI endpoint).
@@ -47,7 +49,7 @@ class Settings:
     # hosts without a GPU.
     gpu_status_file: str = ""
     auth: bool = True
-    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    api_keys: tuple[ApiKey, ...] = field(default=(), repr=False)
     # Whether /health/deep, /metrics and /config need a key (/health never does).
     status_requires_key: bool = True
     max_body_bytes: int = 10 * 1024 * 1024
@@ -80,6 +82,11 @@ class Settings:
     port: int = 8080
     log_level: str = "info"
 
+    @property
+    def key_priorities(self) -> bool:
+        """Whether any key has a priority (vLLM's: apis.py forwards it)."""
+        return any(key.priority is not None for key in self.api_keys)
+
 
 def _bool(name: str, raw: str) -> bool:
     value = raw.strip().lower()
@@ -110,15 +117,6 @@ def _names(raw: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(name.strip() for name in raw.split(",") if name.strip()))
 
 
-def read_api_keys(path: Path) -> tuple[str, ...]:
-    """One key per line; blank lines and lines starting with # are skipped."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as error:
-        raise SettingsError(f"cannot read the API key file {path}: {error.strerror}") from None
-    return tuple(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
-
-
 def read_env_file(path: Path) -> dict[str, str]:
     """NAME=value lines, as systemd's EnvironmentFile= reads the ones roles/gateway writes
     (no quoting: the check play refuses control characters in every setting)."""
@@ -130,9 +128,14 @@ def read_env_file(path: Path) -> dict[str, str]:
     return {name.strip(): value for name, value in pairs}
 
 
-def load_api_keys(path: Path) -> tuple[str, ...]:
-    """The keys of the file, which must hold at least one (auth on)."""
-    keys = read_api_keys(path)
+def load_api_keys(path: Path) -> tuple[ApiKey, ...]:
+    """The keys of the file (keys.py), which must hold at least one (auth on)."""
+    try:
+        keys = read_key_file(path)
+    except OSError as error:
+        raise SettingsError(f"cannot read the API key file {path}: {error.strerror}") from None
+    except KeyFileError as error:
+        raise SettingsError(f"the API key file {path}, {error}") from None
     if not keys:
         raise SettingsError(
             f"auth is on but {path} holds no key: add one key per line "
@@ -164,7 +167,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(f"{PREFIX}MODEL is empty: set the public model name clients use")
     auth = _bool("AUTH", get("AUTH", "true"))
     keys_file = get("API_KEYS_FILE")
-    api_keys: tuple[str, ...] = ()
+    api_keys: tuple[ApiKey, ...] = ()
     if auth:
         if not keys_file:
             raise SettingsError(

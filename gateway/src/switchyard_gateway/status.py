@@ -151,7 +151,7 @@ async def backend_version(client: aiohttp.ClientSession, settings: Settings) -> 
 
 
 async def config(request: Request) -> JSONResponse:
-    """The active set-up; keys are never part of it (only whether auth is on)."""
+    """The active set-up; keys are never part of it (their names and limits are)."""
     require_key_for_status(request)
     settings: Settings = request.app.state.settings
     return JSONResponse(
@@ -169,7 +169,11 @@ async def config(request: Request) -> JSONResponse:
             "versions": {"gateway": __version__, "backend": await backend_version(request.app.state.client, settings)},
             "auth": {
                 "enabled": settings.auth,
-                "keys": len(settings.api_keys),
+                # Names and limits only: never a key.
+                "keys": [
+                    {"name": key.name, "max_in_flight": key.max_in_flight or None, "priority": key.priority}
+                    for key in settings.api_keys
+                ],
                 "status_requires_key": settings.status_requires_key,
             },
             "workers": settings.workers,
@@ -182,11 +186,15 @@ async def config(request: Request) -> JSONResponse:
     )
 
 
-routes = [
+# For the operator's monitors; API keys' limits of requests in flight do not count them.
+status_routes = [
     Route("/health", health, methods=["GET"]),
     Route("/health/deep", health_deep, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
     Route("/config", config, methods=["GET"]),
+]
+routes = [
+    *status_routes,
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
 ]

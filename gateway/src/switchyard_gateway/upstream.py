@@ -305,26 +305,31 @@ async def relay_lines(
     failure: ErrorEvent,
     metrics: Metrics,
     keepalive_s: float,
+    finished: Callable[[], None],
 ) -> AsyncIterator[bytes]:
     """Server-sent events of any protocol (`event:` and `data:` lines, comments, separators)
     passed line by line, each line rewritten, until the upstream ends the stream; one that
-    breaks ends with the protocol's own error event (`failure`)."""
-    pending = b""
-    failed: list[bytes] = []
-    # A keep-alive only where an event ends: a blank line after an `event:` line would drop
-    # the event's name.
-    at_boundary = True
-    with stream_failures(service, metrics, failed, failure):
-        async for chunk in reads_with_keepalive(upstream, keepalive_s):
-            if chunk is None:
-                if at_boundary:
-                    yield KEEPALIVE
-                continue
-            *lines, pending = (pending + chunk).split(b"\n")
-            if lines:
-                at_boundary = lines[-1].strip() == b""
-                yield b"\n".join(rewrite(line) for line in lines) + b"\n"
-        if pending:
-            yield rewrite(pending)
-        return
-    yield failed[0]
+    breaks ends with the protocol's own error event (`failure`). `finished` is called when it
+    ends, however."""
+    try:
+        pending = b""
+        failed: list[bytes] = []
+        # A keep-alive only where an event ends: a blank line after an `event:` line would drop
+        # the event's name.
+        at_boundary = True
+        with stream_failures(service, metrics, failed, failure):
+            async for chunk in reads_with_keepalive(upstream, keepalive_s):
+                if chunk is None:
+                    if at_boundary:
+                        yield KEEPALIVE
+                    continue
+                *lines, pending = (pending + chunk).split(b"\n")
+                if lines:
+                    at_boundary = lines[-1].strip() == b""
+                    yield b"\n".join(rewrite(line) for line in lines) + b"\n"
+            if pending:
+                yield rewrite(pending)
+            return
+        yield failed[0]
+    finally:
+        finished()
