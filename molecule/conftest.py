@@ -25,7 +25,7 @@ from scripts.clients import Outcome
 PROJECT = Path(__file__).resolve().parents[1]
 BACKEND_URL = "http://127.0.0.1:8000"
 GATEWAY_URL = "http://127.0.0.1:8080"
-# The sandbox inventory's gateway_api_key (inventory/sandbox/hosts.yml).
+# The sandbox inventory's gateway_api_key (inventory/sandbox/group_vars/sandbox_hosts.yml).
 GATEWAY_KEY = "sandbox-key-not-secret-0001"
 BACKEND_CONTAINERS = ("llm-vllm", "llm-ollama", "llm-llamacpp")
 

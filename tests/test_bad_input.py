@@ -133,6 +133,19 @@ def test_bad_setting_is_refused_before_any_role_runs(tmp_path, extra_vars, messa
     assert message in what_the_user_reads(failed[0])
 
 
+ENTRY_PLAYBOOKS = [f"playbooks/{name}.yml" for name in ("container_engine", "gpu", "models", "router", "services")]
+
+
+@pytest.mark.parametrize("playbook", ENTRY_PLAYBOOKS)
+def test_every_playbook_run_alone_checks_the_settings_first(tmp_path, playbook):
+    returncode, report = run_site(tmp_path, "llm_backend=bogus", playbook=playbook)
+    assert returncode != 0
+    ran = tasks_that_ran(report)
+    assert {play for play, _task, _result in ran} == {CHECK_PLAY}, "a play after the check ran"
+    (failed,) = [result for _play, _task, result in ran if result.get("failed")]
+    assert "llm_backend must be one of: vllm, ollama, llamacpp" in what_the_user_reads(failed)
+
+
 FLEET_CASES = [
     ("fleet_serial=0", {}, "fleet_serial is 0 and fleet_max_fail_percentage is 0"),
     ("fleet_serial=half", {}, "fleet_serial is half"),

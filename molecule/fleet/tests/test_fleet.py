@@ -200,6 +200,28 @@ def test_a_host_added_to_the_inventory_joins_the_router_without_cutting_streams(
     assert host.run(f"{ROUTER_CTL} show switchyard-sandbox-c").rc != 0, "the host left the inventory but not the router"
 
 
+ROTATED_KEY = "fleet-rotated-key-0000000000000001"
+
+
+def test_a_key_rotated_with_tags_gateway_reaches_the_routers_checks(host, run_site):
+    """SECURITY.md's rotation, `--tags gateway`, on a fleet: the router's health checks send
+    the gateways' first key, so the router is rendered again in the same run; with a stale key
+    its checks would take every host out once the old key is retired."""
+    rotated = f'{{"gateway_api_key": "{ROTATED_KEY}", "gateway_api_keys": ["{GATEWAY_KEY}"]}}'
+    run = run_site(rotated, tags="gateway")
+    try:
+        assert run.returncode == 0, run.output
+        config = host.file("/etc/haproxy/haproxy.cfg").content_string
+        assert ROTATED_KEY in config and GATEWAY_KEY not in config
+        time.sleep(3)
+        for name in HOSTS:
+            assert router_state(host, name)["serving"], name
+    finally:
+        restored = run_site(tags="gateway")
+    assert restored.returncode == 0, restored.output
+    assert GATEWAY_KEY in host.file("/etc/haproxy/haproxy.cfg").content_string
+
+
 def test_a_killed_host_is_dropped_within_seconds_and_no_request_fails_after(host, run_site, tmp_path):
     with traffic(ROUTER_URL, PAUSE_S) as outcomes:
         time.sleep(1)

@@ -122,6 +122,32 @@ def test_the_timer_writes_the_status_the_gateway_shows(host):
     assert status["status"] == "ok" and status["checks"]["uvm"]["status"] == "ok"
 
 
+def test_the_timer_looks_into_whichever_container_the_backend_unit_runs(host):
+    """Found by the label every service container carries (io.switchyard.unit), not by a
+    name: a switch by `--tags services` leaves this unit as it is, and it still finds the new
+    backend's container."""
+    image = "localhost/switchyard/ollama-test-double:latest"
+
+    def container_check() -> dict:
+        host.run_test("systemctl start switchyard-gpu-check.service")
+        return json.loads(host.file("/run/switchyard-gpu/status.json").content_string)["checks"]["container"]
+
+    host.run_test(
+        "podman run -d --name llm-any-backend --label io.switchyard.unit=llm-backend --device nvidia.com/gpu=all"
+        f" --entrypoint sleep {image} infinity"
+    )
+    host.run_test(
+        "podman run -d --name llm-embedding-like --label io.switchyard.unit=llm-embedding"
+        f" --entrypoint sleep {image} infinity"
+    )
+    try:
+        assert container_check() == {"status": "ok", "container": "llm-any-backend"}
+        host.run_test("podman rm -f -t 0 llm-any-backend")
+        assert container_check() == {"status": "skipped", "reason": "no backend container runs"}
+    finally:
+        host.run("podman rm -f -t 0 llm-any-backend llm-embedding-like")
+
+
 def test_a_changed_driver_says_a_reboot_is_pending(host, run_site):
     host.run("apt-mark unhold nvidia-driver-580-open && apt-get remove -y -q nvidia-driver-580-open")
     run = run_site(playbook="playbooks/gpu.yml")
