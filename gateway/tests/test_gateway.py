@@ -402,7 +402,7 @@ def test_a_broken_upstream_stream_ends_with_an_error_event(
 def test_metrics_count_requests_and_tokens(gateway: Gateway, client: openai.OpenAI, headers: dict):
     client.chat.completions.create(model=PUBLIC_MODEL, messages=MESSAGES, max_tokens=5)
     metrics = httpx.get(gateway.url + "/metrics", headers=headers).text
-    assert 'switchyard_gateway_requests_total{key="key-2",route="/v1/chat/completions",status="200"}' in metrics
+    assert 'switchyard_gateway_requests_total{key="key-1",route="/v1/chat/completions",status="200"}' in metrics
     assert f'switchyard_gateway_tokens_total{{key="key-1",kind="completion",model="{PUBLIC_MODEL}"}}' in metrics
     assert "switchyard_gateway_request_duration_seconds_bucket" in metrics
 

@@ -8,11 +8,21 @@ import json
 import orjson
 import pytest
 
-from switchyard_gateway.metrics import Metrics
+from switchyard_gateway.metrics import Metrics, Usage
 from switchyard_gateway.models import ModelRoute
 from switchyard_gateway.rewrite import StreamRewriter
 
 ROUTE = ModelRoute(public="qwen3-8b", upstream="tiny-llama")
+
+
+def usage(metrics: Metrics | None = None) -> Usage:
+    """Where a stream's usage is counted: under the public name and a key's name."""
+    return Usage(metrics or Metrics(), ROUTE.public, "key-1")
+
+
+def counted(metrics: Metrics, key: str = "key-1") -> tuple[float, float]:
+    """(prompt, completion) tokens counted for `key` and the public model."""
+    return tuple(metrics.tokens.labels(kind, ROUTE.public, key)._value.get() for kind in ("prompt", "completion"))
 
 
 def chunk(
@@ -85,13 +95,13 @@ STREAMS = {
 @pytest.mark.parametrize("chat", [True, False])
 @pytest.mark.parametrize("name", STREAMS)
 def test_the_fast_path_answers_what_the_full_path_answers(name: str, chat: bool):
-    fast, full = StreamRewriter(ROUTE, chat, Metrics()), FullPathOnly(ROUTE, chat, Metrics())
+    fast, full = StreamRewriter(ROUTE, chat, usage()), FullPathOnly(ROUTE, chat, usage())
     for data in STREAMS[name]:
         assert orjson.loads(fast(data)) == orjson.loads(full(data)), data
 
 
 def test_a_settled_answer_passes_as_bytes_with_the_public_name():
-    rewriter = StreamRewriter(ROUTE, True, Metrics())
+    rewriter = StreamRewriter(ROUTE, True, usage())
     first, settled = chunk({"content": "Paris"}), chunk({"content": " the caf\u00e9"})
     rewriter(first)
     assert rewriter(settled) == settled.replace(b'"model":"tiny-llama"', b'"model":"qwen3-8b"')
@@ -100,12 +110,12 @@ def test_a_settled_answer_passes_as_bytes_with_the_public_name():
 
 def test_the_usage_chunk_is_counted_when_the_stream_ends():
     metrics = Metrics()
-    rewriter = StreamRewriter(ROUTE, True, metrics)
+    rewriter = StreamRewriter(ROUTE, True, usage(metrics))
     for data in STREAMS["plain answer"]:
         rewriter(data)
-    assert metrics.tokens.labels("completion")._value.get() == 0
+    assert counted(metrics) == (0, 0)
     rewriter.finished()
-    assert metrics.tokens.labels("completion")._value.get() == 4
+    assert counted(metrics) == (3, 4)
 
 
 # vLLM with continuous_usage_stats: running totals on every chunk, then the usage chunk.
@@ -117,13 +127,9 @@ CONTINUOUS = [
 ]
 
 
-def counted(metrics: Metrics) -> tuple[float, float]:
-    return metrics.tokens.labels("prompt")._value.get(), metrics.tokens.labels("completion")._value.get()
-
-
 def test_running_totals_are_passed_on_and_the_usage_chunk_counted_once():
     metrics = Metrics()
-    rewriter = StreamRewriter(ROUTE, True, metrics)
+    rewriter = StreamRewriter(ROUTE, True, usage(metrics))
     out = [rewriter(data) for data in CONTINUOUS]
     rewriter.finished()
     assert counted(metrics) == (3, 3)
@@ -132,8 +138,28 @@ def test_running_totals_are_passed_on_and_the_usage_chunk_counted_once():
 
 def test_a_usage_chunk_the_client_did_not_ask_for_is_counted_and_dropped():
     metrics = Metrics()
-    rewriter = StreamRewriter(ROUTE, True, metrics, hide_usage=True)
+    rewriter = StreamRewriter(ROUTE, True, usage(metrics), hide_usage=True)
     out = [rewriter(data) for data in STREAMS["plain answer"]]
     rewriter.finished()
     assert counted(metrics) == (3, 4)
     assert out[-1] is None and None not in out[:-1]
+
+
+def test_anthropic_and_responses_streams_count_their_last_figure_of_each_kind():
+    """Anthropic: input tokens in message_start, running output tokens in message_delta; the
+    Responses API: both in response.completed."""
+    metrics = Metrics()
+    messages = usage(metrics)
+    for event in (
+        {"type": "message_start", "message": {"model": "tiny-llama", "usage": {"input_tokens": 9, "output_tokens": 1}}},
+        {"type": "message_delta", "delta": {"stop_reason": "max_tokens"}, "usage": {"output_tokens": 12}},
+    ):
+        messages.saw_in(event)
+    messages.count()
+    assert counted(metrics) == (9, 12)
+    responses = Usage(metrics, ROUTE.public, "batch")
+    responses.saw_in({"type": "response.created", "response": {"usage": None}})
+    responses.saw_in({"type": "response.completed", "response": {"usage": {"input_tokens": 5, "output_tokens": 7}}})
+    responses.count()
+    responses.count()  # once per answer, however often asked
+    assert counted(metrics, "batch") == (5, 7)

@@ -23,7 +23,7 @@ def test_auth_with_an_empty_key_file_is_refused(tmp_path: Path):
 def test_keys_come_one_per_line_from_the_file(tmp_path: Path):
     (tmp_path / "api-keys").write_text("sk-one\n  sk-two  \n")
     settings = load(BASE | {"SWITCHYARD_GATEWAY_API_KEYS_FILE": str(tmp_path / "api-keys")})
-    assert settings.api_keys == ("sk-one", "sk-two")
+    assert [(key.secret, key.name) for key in settings.api_keys] == [("sk-one", "key-1"), ("sk-two", "key-2")]
     assert "sk-one" not in repr(settings)
 
 

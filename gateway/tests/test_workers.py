@@ -73,7 +73,9 @@ def two_workers(start_gateway: Callable[..., Gateway], llama_server: LlamaServer
 def test_metrics_count_the_requests_of_every_worker(two_workers: Gateway):
     for _ in range(20):
         assert fresh_connection_get(two_workers.url + "/v1/models", headers=HEADERS).status_code == 200
-    pattern = re.compile(r'^switchyard_gateway_requests_total\{route="/v1/models",status="200"\} (\S+)$', re.M)
+    pattern = re.compile(
+        r'^switchyard_gateway_requests_total\{key="key-1",route="/v1/models",status="200"\} (\S+)$', re.M
+    )
     # Whichever worker answers /metrics, it counts all twenty.
     counts = {
         float(pattern.search(fresh_connection_get(two_workers.url + "/metrics", headers=HEADERS).text).group(1))
