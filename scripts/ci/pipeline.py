@@ -28,7 +28,7 @@ PROJECT = Path(__file__).resolve().parents[2]
 LOGS = PROJECT / ".cache" / "ci-logs"
 # Phases running at once. The scenarios' sandbox hosts spend part of their time waiting (health
 # polls, restarts, model loads); the run as a whole is CPU-bound on two cores, so more would
-# only stretch each scenario's timed waits (README: Tests, for the measured runs).
+# only stretch each scenario's timed waits (docs/testing.md, for the measured runs).
 DEFAULT_JOBS = 4
 
 

@@ -7,7 +7,7 @@
 #     weights and Qwen3's chat template, as a Hugging Face cache entry
 # all-MiniLM-L6-v2, its embedding and reranker model, comes from build_pooling.sh (Makefile:
 # vllm-artifacts needs pooling-artifacts). The recipe and its quirks are measured in
-# README's testing notes. Everything lands in .cache/sandbox/ (lib.sh: a cache that outlives the
+# docs/testing.md. Everything lands in .cache/sandbox/ (lib.sh: a cache that outlives the
 # checkout) and is reused while its recipe is unchanged.
 set -euo pipefail
 

@@ -2,7 +2,7 @@
 the client-facing errors, and responses passed on without buffering when they can be.
 
 aiohttp, not httpx, on this path: under concurrency httpx's pool (httpcore, anyio, h11) was
-about 60% of the gateway's CPU per request (README, "Gateway performance"); aiohttp's C
+about 60% of the gateway's CPU per request (docs/gateway.md, "Gateway performance"); aiohttp's C
 parser and simpler pool serve the same request for a fraction of it.
 """
 
