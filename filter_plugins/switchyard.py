@@ -14,8 +14,10 @@ from typing import Any
 
 OLLAMA_REGISTRY = "registry.ollama.ai"
 OLLAMA_NAMESPACE = "library"
-# Characters that end a line or a directive in a systemd unit or an environment file.
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+# Characters that end a line or a directive in a systemd unit or an environment file, and
+# the ones other readers take for a line's end (Python's str.splitlines: NEL, the Unicode
+# line and paragraph separators), with the rest of the C1 controls.
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 WILDCARD_ADDRESSES = {"", "0.0.0.0", "::"}
 
 

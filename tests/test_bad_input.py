@@ -50,6 +50,7 @@ CASES = [
     ('{"llm_served_model_name": "qwen3\\nExecStartPre=/bin/false"}', "llm_served_model_name holds a newline"),
     ('{"llm_vllm_extra_args": ["--x", "a\\rb"]}', "llm_vllm_extra_args holds a newline"),
     ('{"gateway_model_name": "m\\u0000"}', "gateway_model_name holds a newline"),
+    ('{"gateway_model_name": "m\\u2028SWITCHYARD_GATEWAY_AUTH=false"}', "gateway_model_name holds a newline"),
     ("llm_state_dir=var/lib/switchyard", "llm_state_dir is 'var/lib/switchyard'; give an absolute path"),
     ("llm_ollama_models_dir=/var/lib/../x", "llm_ollama_models_dir is '/var/lib/../x'"),
     ("llm_bind_address=everywhere", "llm_bind_address is 'everywhere'"),

@@ -85,6 +85,12 @@ def test_control_characters_are_found_in_nested_values():
     assert switchyard.with_control_characters(settings) == ["args", "env", "line"]
 
 
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85", "\x1c"])
+def test_what_python_takes_for_a_line_end_is_refused_too(separator):
+    """The gateway would read a second setting where systemd reads one value."""
+    assert switchyard.with_control_characters({"name": f"qwen3-8b{separator}X=1", "ok": "caf\u00e9"}) == ["name"]
+
+
 @pytest.mark.parametrize(
     ("facts", "distro"),
     [

@@ -141,9 +141,10 @@ def test_every_container_is_confined_and_reads_its_models_read_only(units, name,
 
 
 @pytest.mark.parametrize("name", ["vllm", "embedding", "reranker"])
-def test_vllm_units_serve_the_downloaded_files_offline(units, name):
+def test_vllm_units_serve_the_downloaded_files_offline_and_report_nothing(units, name):
     argv = exec_start(units / f"{name}-podman-gpu.service")
-    assert option(argv, "--env") == "HF_HUB_OFFLINE=1"
+    env = {argv[index + 1] for index, word in enumerate(argv) if word == "--env"}
+    assert env == {"HF_HUB_OFFLINE=1", "VLLM_NO_USAGE_STATS=1", "DO_NOT_TRACK=1"}
     assert "/var/lib/switchyard/huggingface:/root/.cache/huggingface:ro" in argv
 
 

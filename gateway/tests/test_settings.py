@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from switchyard_gateway.settings import SettingsError, load
+from switchyard_gateway.settings import SettingsError, load, read_env_file
 
 BASE = {"SWITCHYARD_GATEWAY_BACKEND": "vllm", "SWITCHYARD_GATEWAY_MODEL": "qwen3-8b"}
 
@@ -66,3 +66,11 @@ def test_workers_zero_is_one_per_core_this_process_may_use():
     assert load(keyless).workers == 1
     assert load(keyless | {"SWITCHYARD_GATEWAY_WORKERS": "3"}).workers == 3
     assert load(keyless | {"SWITCHYARD_GATEWAY_WORKERS": "0"}).workers == min(len(os.sched_getaffinity(0)), 8)
+
+
+def test_the_settings_file_ends_a_line_only_where_systemd_does(tmp_path: Path):
+    """A Unicode line separator inside a value is part of it, as systemd's EnvironmentFile=
+    reads it: it cannot start a setting of its own (here, one that would turn auth off)."""
+    env = tmp_path / "gateway.env"
+    env.write_text("SWITCHYARD_GATEWAY_MODEL=qwen3-8b\u2028SWITCHYARD_GATEWAY_AUTH=false\n", encoding="utf-8")
+    assert read_env_file(env) == {"SWITCHYARD_GATEWAY_MODEL": "qwen3-8b\u2028SWITCHYARD_GATEWAY_AUTH=false"}

@@ -121,7 +121,9 @@ def read_env_file(path: Path) -> dict[str, str]:
     """NAME=value lines, as systemd's EnvironmentFile= reads the ones roles/gateway writes
     (no quoting: the check play refuses control characters in every setting)."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # Lines end at "\n" only, as systemd reads them: str.splitlines would also end one at
+        # a Unicode line separator inside a value and make a setting of the rest.
+        lines = path.read_text(encoding="utf-8").split("\n")
     except OSError as error:
         raise SettingsError(f"cannot read the settings file {path}: {error.strerror}") from None
     pairs = (line.split("=", 1) for line in lines if "=" in line and not line.lstrip().startswith("#"))
