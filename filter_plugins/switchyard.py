@@ -18,7 +18,7 @@ OLLAMA_NAMESPACE = "library"
 # the ones other readers take for a line's end (Python's str.splitlines: NEL, the Unicode
 # line and paragraph separators), with the rest of the C1 controls.
 CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-WILDCARD_ADDRESSES = {"", "0.0.0.0", "::"}
+WILDCARD_ADDRESSES = {"0.0.0.0", "::"}
 
 
 def ollama_manifest(name: str) -> str:

@@ -54,6 +54,7 @@ CASES = [
     ("llm_state_dir=var/lib/switchyard", "llm_state_dir is 'var/lib/switchyard'; give an absolute path"),
     ("llm_ollama_models_dir=/var/lib/../x", "llm_ollama_models_dir is '/var/lib/../x'"),
     ("llm_bind_address=everywhere", "llm_bind_address is 'everywhere'"),
+    ('{"llm_bind_address": ""}', "llm_bind_address is ''; give an IPv4 or IPv6 address"),
     ("gateway_bind_address=my-host", "gateway_bind_address is 'my-host'"),
     (
         '{"gateway_cors_origins": ["https://chat.example.com/app"]}',
