@@ -77,6 +77,8 @@ CASES = [
     ('{"llm_infinity_cpu_image": "infinity latest"}', "llm_infinity_cpu_image is 'infinity latest', which is not"),
     ("llm_pooling_engine=tei", "llm_pooling_engine must be one of: auto, vllm, infinity"),
     ('{"gateway_auth": false}', "gateway_auth is false and gateway_bind_address is 0.0.0.0: anyone"),
+    # -e key=value gives the string "false", which Jinja takes for true: read as a boolean.
+    ("gateway_auth=false", "gateway_auth is false and gateway_bind_address is 0.0.0.0: anyone"),
     ('{"gateway_auth": false, "gateway_bind_address": "::"}', "gateway_bind_address is ::: anyone"),
 ]
 
