@@ -69,6 +69,23 @@ def is_ip_address(address: Any) -> bool:
     return True
 
 
+# Directories of the system itself: a role that took one of them for its own would change its
+# owner and mode (/tmp's 1777 to 0755) or mount it into a root container.
+SYSTEM_DIRECTORIES = frozenset({
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/media", "/mnt", "/opt", "/proc",
+    "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/usr/local", "/var", "/var/cache", "/var/lib",
+    "/var/log", "/var/tmp",
+})  # fmt: skip
+# Trees no service's files belong in.
+SYSTEM_TREES = ("/boot/", "/dev/", "/etc/", "/proc/", "/sys/")
+
+
+def is_system_directory(path: Any) -> bool:
+    """Whether `path` is one of the system's own directories or lies in one of its trees."""
+    normal = "/" + str(path).strip("/")
+    return normal in SYSTEM_DIRECTORIES or (normal + "/").startswith(SYSTEM_TREES)
+
+
 def is_loopback(address: Any) -> bool:
     """Whether only this host can reach an address (127.0.0.0/8, ::1); not an address: False."""
     try:
@@ -217,6 +234,7 @@ class FilterModule:
             "probe_host": probe_host,
             "is_ip_address": is_ip_address,
             "is_loopback": is_loopback,
+            "is_system_directory": is_system_directory,
             "systemd_argv": systemd_argv,
             "with_control_characters": with_control_characters,
             "nvidia_cuda_distro": nvidia_cuda_distro,

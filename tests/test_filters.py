@@ -84,6 +84,16 @@ def test_control_characters_are_found_in_nested_values():
     assert switchyard.with_control_characters(settings) == ["args", "env", "line"]
 
 
+@pytest.mark.parametrize(
+    ("path", "system"),
+    [("/tmp", True), ("/", True), ("//var/lib/", True), ("/etc/ssl", True), ("/proc/1", True), ("/usr/local", True),
+     ("/var/lib/switchyard", False), ("/opt/switchyard/models-venv", False), ("/srv/models", False),
+     ("/etcetera", False)],
+)  # fmt: skip
+def test_system_directories_are_told_apart_from_the_services_own(path, system):
+    assert switchyard.is_system_directory(path) is system
+
+
 @pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85", "\x1c"])
 def test_what_python_takes_for_a_line_end_is_refused_too(separator):
     """The gateway would read a second setting where systemd reads one value."""
