@@ -62,11 +62,13 @@ def probe_host(address: str) -> str:
 
 
 def is_ip_address(address: Any) -> bool:
+    """An IPv4 or IPv6 address a unit can listen on: without an IPv6 zone (fe80::1%eth0),
+    which systemd's ListenStream= and the servers' --host do not take."""
     try:
-        ipaddress.ip_address(str(address))
+        parsed = ipaddress.ip_address(str(address))
     except ValueError:
         return False
-    return True
+    return not (isinstance(parsed, ipaddress.IPv6Address) and parsed.scope_id)
 
 
 # Directories of the system itself: a role that took one of them for its own would change its

@@ -58,6 +58,7 @@ CASES = [
     ("llm_bind_address=everywhere", "llm_bind_address is 'everywhere'"),
     ('{"llm_bind_address": ""}', "llm_bind_address is ''; give an IPv4 or IPv6 address"),
     ("gateway_bind_address=my-host", "gateway_bind_address is 'my-host'"),
+    ("gateway_bind_address=fe80::1%eth0", "gateway_bind_address is 'fe80::1%eth0'"),
     (
         '{"gateway_cors_origins": ["https://chat.example.com/app"]}',
         "gateway_cors_origins holds https://chat.example.com/app",

@@ -62,6 +62,13 @@ def test_is_loopback(address, loopback):
     assert switchyard.is_loopback(address) is loopback
 
 
+@pytest.mark.parametrize(
+    ("address", "valid"), [("10.0.0.5", True), ("::", True), ("fe80::1", True), ("fe80::1%eth0", False), ("", False)]
+)
+def test_is_ip_address_takes_what_a_unit_can_listen_on(address, valid):
+    assert switchyard.is_ip_address(address) is valid
+
+
 def systemd_split(line: str) -> list[str]:
     """How systemd reads back an Exec= line (for the quoting this filter produces)."""
     return shlex.split(line.replace("\\\n", " ").replace("%%", "%").replace("$$", "$"))
