@@ -131,6 +131,36 @@ def _strings(value: Any) -> Iterable[str]:
             yield from _strings(item)
 
 
+# What a value must be, by its argument spec's type, beyond what validate_argument_spec
+# checks: it converts a list given for a string into the list's text (['sk-…'] became a key)
+# and a string given for a list into its comma-separated parts, and the roles then read the
+# value as given, not as converted. Numbers and booleans may come as text (-e NAME=VALUE).
+_SHAPES: dict[str, tuple[type, ...]] = {"str": (str, int, float), "path": (str,), "list": (list,), "dict": (Mapping,)}
+# In this order: a bool is an int too, and Ansible hands its own subclasses of list and dict.
+_SHAPE_NAMES = (
+    (bool, "a boolean"),
+    (list, "a list"),
+    (Mapping, "a mapping"),
+    (str, "a string"),
+    ((int, float), "a number"),
+)
+
+
+def mistyped_settings(settings: Mapping[str, Any], specs: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """For each setting whose value has the wrong shape for its type: what it is and what to
+    give instead."""
+    wrong = []
+    for name, spec in specs.items():
+        value, kind = settings.get(name), spec.get("type", "str")
+        allowed = _SHAPES.get(kind)
+        if value is None or allowed is None or (isinstance(value, allowed) and not isinstance(value, bool)):
+            continue
+        given = next((shape for kind_of, shape in _SHAPE_NAMES if isinstance(value, kind_of)), type(value).__name__)
+        wanted = {"str": "one string", "path": "a path", "list": "a list", "dict": "a mapping"}[kind]
+        wrong.append(f"{name} is {given}: give {wanted}")
+    return wrong
+
+
 def with_control_characters(settings: Mapping[str, Any]) -> list[str]:
     """The names of the settings whose value (or any string inside it) holds a newline or
     another control character: such a value would add lines to a unit or an env file."""
@@ -239,6 +269,7 @@ class FilterModule:
             "is_system_directory": is_system_directory,
             "systemd_argv": systemd_argv,
             "with_control_characters": with_control_characters,
+            "mistyped_settings": mistyped_settings,
             "nvidia_cuda_distro": nvidia_cuda_distro,
             "fleet_status_row": fleet_status_row,
             "gateway_keys": gateway_keys,

@@ -91,6 +91,21 @@ def test_control_characters_are_found_in_nested_values():
     assert switchyard.with_control_characters(settings) == ["args", "env", "line"]
 
 
+def test_mistyped_settings_say_what_each_is_and_what_to_give():
+    specs = {"name": {"type": "str"}, "args": {"type": "list"}, "map": {"type": "dict"}, "port": {"type": "int"},
+             "dir": {"type": "path"}, "flag": {"type": "bool"}, "unset": {}}  # fmt: skip
+    good = {"name": "qwen3", "args": ["--x"], "map": {}, "port": "8000", "dir": "/srv", "flag": "false", "unset": 8}
+    assert switchyard.mistyped_settings(good, specs) == []
+    bad = {"name": ["sk-1"], "args": "--x", "map": ["a"], "port": 8000, "dir": True, "flag": "yes", "unset": [1]}
+    assert switchyard.mistyped_settings(bad, specs) == [
+        "name is a list: give one string",
+        "args is a string: give a list",
+        "map is a list: give a mapping",
+        "dir is a boolean: give a path",
+        "unset is a list: give one string",
+    ]
+
+
 @pytest.mark.parametrize(
     ("path", "system"),
     [("/tmp", True), ("/", True), ("//var/lib/", True), ("/etc/ssl", True), ("/proc/1", True), ("/usr/local", True),
