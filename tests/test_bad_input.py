@@ -88,6 +88,8 @@ CASES = [
     ('{"gateway_auth": false}', "gateway_auth is false and gateway_bind_address is 0.0.0.0: anyone"),
     # -e key=value gives the string "false", which Jinja takes for true: read as a boolean.
     ("gateway_auth=false", "gateway_auth is false and gateway_bind_address is 0.0.0.0: anyone"),
+    ("gateway_auth=no", "gateway_auth is false and gateway_bind_address is 0.0.0.0: anyone"),
+    ("gateway_auth=0", "gateway_auth is false and gateway_bind_address is 0.0.0.0: anyone"),
     ('{"gateway_auth": false, "gateway_bind_address": "::"}', "gateway_bind_address is ::: anyone"),
 ]
 
