@@ -177,6 +177,8 @@ FLEET_CASES = [
         "has gateway_auth: false and the router listens on 0.0.0.0",
     ),
     ("{}", {"router_worker_address": "10.0.0.5", "gateway_bind_address": "127.0.0.1"}, "listens on 127.0.0.1 only"),
+    ('{"gateway_api_key": "sk-comment#cut-0001"}', {}, "a character HAProxy's configuration would read as syntax"),
+    ('{"gateway_api_key": "sk-percent%{expanded}"}', {}, "a character HAProxy's configuration would read as syntax"),
 ]
 
 
