@@ -179,8 +179,9 @@ def router_play(*options: str) -> subprocess.CompletedProcess:
 
 
 def test_a_host_added_to_the_inventory_joins_the_router_without_cutting_streams(host, tmp_path):
-    """Re-running the router's play with a third host in the inventory reloads HAProxy: the
-    new host is listed (down, as nothing serves there yet) and no request in flight fails."""
+    """Re-running the router's play on the routers (`--limit llm_routers`: the third host
+    cannot be reached yet) with that host in the inventory reloads HAProxy: the new host is
+    listed (down, as nothing serves there yet) and no request in flight fails."""
     extra = tmp_path / "hosts.yml"
     extra.write_text(
         "llm_hosts:\n  hosts:\n    switchyard-sandbox-c:\n      ansible_host: 127.0.0.1\n"
@@ -188,7 +189,7 @@ def test_a_host_added_to_the_inventory_joins_the_router_without_cutting_streams(
     )
     with traffic(ROUTER_URL, PAUSE_S) as outcomes:
         time.sleep(1)
-        added = router_play(f"--inventory={extra}")
+        added = router_play(f"--inventory={extra}", "--limit=llm_routers")
         time.sleep(1)
     assert added.returncode == 0, added.stdout + added.stderr
     failed, total = outcome_summary(outcomes)
