@@ -56,8 +56,17 @@ def load(name: str) -> None:
             raise ValueError(f"llama runner process has terminated: error loading model: {blob.name} is corrupt")
 
 
+def _put(source: Path, target: Path) -> None:
+    """As Ollama writes a blob or a manifest: into a -partial file, then renamed, so that a
+    request reading the store meanwhile sees the whole file or none."""
+    partial = target.with_name(target.name + "-partial")
+    shutil.copyfile(source, partial)
+    os.replace(partial, target)
+
+
 def pull(name: str):
-    """Copy a model from the stand-in registry into the store; yield Ollama's progress events."""
+    """Copy a model from the stand-in registry into the store (a blob already there whole is
+    kept, as Ollama keeps it); yield Ollama's progress events."""
     yield {"status": "pulling manifest"}
     source = UPSTREAM / manifest_path(name)
     if not source.is_file():
@@ -66,14 +75,16 @@ def pull(name: str):
     for layer in [manifest["config"], *manifest["layers"]]:
         blob = "blobs/" + layer["digest"].replace(":", "-")
         (MODELS / "blobs").mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(UPSTREAM / blob, MODELS / blob)
+        present = MODELS / blob
+        if not (present.is_file() and "sha256:" + hashlib.sha256(present.read_bytes()).hexdigest() == layer["digest"]):
+            _put(UPSTREAM / blob, present)
         status = f"pulling {layer['digest'][7:19]}"
         yield {"status": status, "digest": layer["digest"], "total": layer["size"], "completed": layer["size"]}
     yield {"status": "verifying sha256 digest"}
     yield {"status": "writing manifest"}
     target = MODELS / manifest_path(name)
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
+    _put(source, target)
     yield {"status": "success"}
 
 
