@@ -112,7 +112,9 @@ DOUBLES = "artifacts: test doubles"
 VLLM = "artifacts: vllm"
 
 # In the order they start when a slot is free: the two longest scenarios (default, switch) as
-# early as their artifacts allow, the rest around them.
+# early as their artifacts allow, the rest around them. The gateway tests need only the
+# sandbox's llama-server, but wait for the test doubles too: started when the sandbox was
+# built, they took the slot the switch scenario, the longest, then waited 80 s for.
 PHASES: list[Phase] = [
     Phase(SANDBOX, ("scripts/sandbox/build.sh",)),
     Phase(POOLING, ("scripts/sandbox/build_pooling.sh",)),
@@ -122,7 +124,7 @@ PHASES: list[Phase] = [
     Scenario("molecule switch", needs=(SANDBOX, POOLING, DOUBLES)),
     Phase("unit tests", ("pytest", "tests/"), background=True),
     Phase(VLLM, ("scripts/sandbox/build_vllm.sh",), (POOLING,), background=True),
-    Phase("gateway tests", ("pytest", "gateway/tests/"), (SANDBOX,)),
+    Phase("gateway tests", ("pytest", "gateway/tests/"), (SANDBOX, DOUBLES)),
     Scenario("molecule fleet", needs=(SANDBOX, DOUBLES)),
     Scenario("molecule vllm", needs=(SANDBOX, VLLM)),
     Scenario(

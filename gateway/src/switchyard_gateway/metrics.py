@@ -61,6 +61,7 @@ class Metrics:
         # labels() takes a lock and builds a key on every call: each label set is looked up once.
         self._requests: dict[tuple[str, int, str], Any] = {}
         self._latency: dict[str, Any] = {}
+        self._tokens: dict[tuple[str, str, str], Any] = {}
 
     def observe(self, route: str, status: int, key: str, seconds: float) -> None:
         requests = self._requests.get((route, status, key))
@@ -71,6 +72,12 @@ class Metrics:
             latency = self._latency[route] = self.latency.labels(route)
         requests.inc()
         latency.observe(seconds)
+
+    def count_tokens(self, kind: str, model: str, key: str, count: int) -> None:
+        tokens = self._tokens.get((kind, model, key))
+        if tokens is None:
+            tokens = self._tokens[kind, model, key] = self.tokens.labels(kind, model, key)
+        tokens.inc(count)
 
     def _exposed(self) -> CollectorRegistry:
         directory = multiprocess_dir()
@@ -129,5 +136,5 @@ class Usage:
     def count(self) -> None:
         for kind, count in self.latest.items():
             if count:
-                self.metrics.tokens.labels(kind, self.model, self.key).inc(count)
+                self.metrics.count_tokens(kind, self.model, self.key, count)
         self.latest = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from .keys import ApiKey, KeyFileError, read_key_file
@@ -82,7 +83,7 @@ class Settings:
     port: int = 8080
     log_level: str = "info"
 
-    @property
+    @cached_property
     def key_priorities(self) -> bool:
         """Whether any key has a priority (vLLM's: apis.py forwards it)."""
         return any(key.priority is not None for key in self.api_keys)

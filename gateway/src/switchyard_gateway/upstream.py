@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from time import perf_counter
-from types import SimpleNamespace
+from typing import Any
 
 import aiohttp
 import orjson
@@ -55,23 +55,33 @@ def waiting_upstream() -> Iterator[None]:
             wait[0] += perf_counter() - started
 
 
-async def _on_reused_connection(
-    _session: aiohttp.ClientSession, context: SimpleNamespace, _params: aiohttp.TraceConnectionReuseconnParams
-) -> None:
-    if context.trace_request_ctx is not None:
-        context.trace_request_ctx.reused = True
+# Set by open_stream for the request it sends: whether that request went out on a pooled
+# connection (_PoolTellingConnector marks it).
+_POOLED: ContextVar[list[bool] | None] = ContextVar("pooled", default=None)
+
+
+class _PoolTellingConnector(aiohttp.TCPConnector):
+    """Marks, for open_stream, a request that takes a pooled connection. aiohttp's trace
+    signal (on_connection_reuseconn) says the same, but tracing any signal sends every signal
+    of every request and every chunk through it: a fifth of the gateway's non-streamed
+    throughput (make bench-gateway). `_get` is aiohttp's private lookup of the pool, pinned in
+    requirements.txt; test_gateway.py's test_connections_the_backend_drops_cost_no_request
+    fails if it no longer tells."""
+
+    async def _get(self, key: Any, traces: list[Any]) -> Any:
+        connection = await super()._get(key, traces)
+        pooled = _POOLED.get()
+        if connection is not None and pooled is not None:
+            pooled[0] = True
+        return connection
 
 
 def create_client(settings: Settings) -> aiohttp.ClientSession:
-    # Whether a request went out on a pooled connection (open_stream): aiohttp's trace signal.
-    tracing = aiohttp.TraceConfig()
-    tracing.on_connection_reuseconn.append(_on_reused_connection)
     return aiohttp.ClientSession(
-        trace_configs=[tracing],
         # An idle pooled connection is dropped after 4 s, before the upstream drops it: vLLM's
         # uvicorn and llama-server's cpp-httplib close idle connections after 5 s, and a request
         # sent as they close one is lost (ServerDisconnectedError).
-        connector=aiohttp.TCPConnector(
+        connector=_PoolTellingConnector(
             limit=settings.max_connections, limit_per_host=0, use_dns_cache=True, keepalive_timeout=4.0
         ),
         # `connect` covers the wait for a free pooled connection too (then 503, as for a refused one).
@@ -132,14 +142,15 @@ async def open_stream(
     """
     with mapped_errors(service, metrics, settings.retry_after), waiting_upstream():
         for _attempt in range(SEND_ATTEMPTS - 1):
-            sent = SimpleNamespace(reused=False)
+            pooled = [False]
+            token = _POOLED.set(pooled)
             try:
-                return await client.post(
-                    url, data=payload, headers=headers, allow_redirects=False, trace_request_ctx=sent
-                )
+                return await client.post(url, data=payload, headers=headers, allow_redirects=False)
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
-                if isinstance(error, aiohttp.ClientConnectorError) or not sent.reused:
+                if isinstance(error, aiohttp.ClientConnectorError) or not pooled[0]:
                     raise
+            finally:
+                _POOLED.reset(token)
             # One turn of the event loop: the pool learns of the other connections closed meanwhile.
             await asyncio.sleep(0)
         return await client.post(url, data=payload, headers=headers, allow_redirects=False)
