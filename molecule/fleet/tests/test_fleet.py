@@ -183,9 +183,13 @@ def test_a_host_added_to_the_inventory_joins_the_router_without_cutting_streams(
     cannot be reached yet) with that host in the inventory reloads HAProxy: the new host is
     listed (down, as nothing serves there yet) and no request in flight fails."""
     extra = tmp_path / "hosts.yml"
+    # A sandbox host like the others (sandbox_hosts: its gateway on, the fleet's model name and
+    # key), which the router's settings check requires of every host behind it.
     extra.write_text(
         "llm_hosts:\n  hosts:\n    switchyard-sandbox-c:\n      ansible_host: 127.0.0.1\n"
         "      ansible_port: 2299\n      gateway_port: 8280\n"
+        "      switchyard_sandbox_cache: \"{{ hostvars['switchyard-sandbox'].switchyard_sandbox_cache }}\"\n"
+        "sandbox_hosts:\n  hosts:\n    switchyard-sandbox-c:\n"
     )
     with traffic(ROUTER_URL, PAUSE_S) as outcomes:
         time.sleep(1)
