@@ -2,7 +2,7 @@
 
 Lookups run in Ansible's worker processes, whose parent is the ansible-playbook process:
 its pid identifies the run, and lets a later run on the same control node tell a lock
-left by a run that died from one still going (playbooks/check.yml).
+left by a run that died from one still going (playbooks/lock.yml).
 """
 
 from __future__ import annotations

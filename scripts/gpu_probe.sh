@@ -75,7 +75,7 @@ if command -v ansible-playbook >/dev/null; then
           nvidia_driver_source={{ nvidia_driver_source }}; CUDA repository={{ nvidia_cuda_repo_url }}
 PLAYBOOK
   if output=$(ANSIBLE_CONFIG="$root/ansible.cfg" ANSIBLE_ROLES_PATH="$root/roles" ansible-playbook --check \
-    -i localhost, -e "@$root/group_vars/all/gpu.yml" -e "@$root/group_vars/all/nvidia.yml" "$playbook" 2>&1); then
+    -i localhost, -e "@$root/roles/switchyard_defaults/defaults/main/gpu.yml" -e "@$root/roles/switchyard_defaults/defaults/main/nvidia.yml" "$playbook" 2>&1); then
     sed -n 's/^ *"msg": "\(.*\)"$/\1/p' <<<"$output"
   else
     problem "the gpu role's check failed:"

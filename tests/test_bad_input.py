@@ -95,10 +95,14 @@ CASES = [
 
 
 def run_site(
-    tmp_path: Path, *extra_vars: str, playbook: str = "site.yml", second_host: dict | None = None
+    tmp_path: Path,
+    *extra_vars: str,
+    playbook: str = "site.yml",
+    second_host: dict | None = None,
+    options: tuple[str, ...] = (),
 ) -> tuple[int, dict]:
     """With `second_host` (its own variables), a fleet: a second host beside bad-input-host,
-    which also runs the router."""
+    which also runs the router. `options`: more of ansible-playbook's options."""
     local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable} | GOOD
     hosts = {"bad-input-host": local}
     groups: dict = {"llm_hosts": {"hosts": hosts}}
@@ -107,7 +111,7 @@ def run_site(
         groups["llm_routers"] = {"hosts": {"bad-input-host": {}}}
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(json.dumps(groups))
-    command = ["ansible-playbook", "--check", f"--inventory={inventory}", str(PROJECT / playbook)]
+    command = ["ansible-playbook", "--check", f"--inventory={inventory}", str(PROJECT / playbook), *options]
     for item in extra_vars:
         command += ["--extra-vars", item]
     env = os.environ | {
@@ -195,6 +199,17 @@ def test_a_bad_fleet_is_refused_before_any_role_runs(tmp_path, extra_vars, secon
     failed = [result for _play, _task, result in ran if result.get("failed")]
     assert len(failed) == 1
     assert message in what_the_user_reads(failed[0])
+
+
+@pytest.mark.parametrize("playbook", ["site.yml", "playbooks/router.yml", "playbooks/services.yml"])
+def test_a_run_limited_to_part_of_a_fleet_is_refused_before_any_role_runs(tmp_path, playbook):
+    """The router's configuration and the checks across hosts need every host of the fleet."""
+    returncode, report = run_site(tmp_path, playbook=playbook, second_host={}, options=("--limit=bad-input-host",))
+    assert returncode != 0
+    ran = tasks_that_ran(report)
+    assert {play for play, _task, _result in ran} == {CHECK_PLAY}, "a play after the check ran"
+    (failed,) = [result for _play, _task, result in ran if result.get("failed")]
+    assert "This run leaves out bad-input-host-2 (--limit)" in what_the_user_reads(failed)
 
 
 def test_a_good_fleet_passes_the_check(tmp_path):

@@ -1,5 +1,6 @@
-"""One home for each setting: group_vars/all/ holds every inventory-facing value, and each
-role's meta/argument_specs.yml types it with the same default."""
+"""One home for each setting: roles/switchyard_defaults holds every setting's default (role
+defaults, the lowest rank, so any value an operator writes wins), and exactly one role's
+meta/argument_specs.yml types it. The specs carry no second copy of the defaults."""
 
 from __future__ import annotations
 
@@ -9,14 +10,15 @@ import pytest
 import yaml
 
 PROJECT = Path(__file__).resolve().parents[1]
-ROLES = sorted(path.name for path in (PROJECT / "roles").iterdir() if path.is_dir())
+DEFAULTS_ROLE = "switchyard_defaults"
+ROLES = sorted(path.name for path in (PROJECT / "roles").iterdir() if path.is_dir() and path.name != DEFAULTS_ROLE)
 
 
-def group_vars() -> dict[str, object]:
+def defaults() -> dict[str, object]:
     values: dict[str, object] = {}
-    for path in sorted((PROJECT / "group_vars/all").glob("*.yml")):
+    for path in sorted((PROJECT / "roles" / DEFAULTS_ROLE / "defaults/main").glob("*.yml")):
         for name, value in (yaml.safe_load(path.read_text()) or {}).items():
-            assert name not in values, f"{name} is set in two group_vars files"
+            assert name not in values, f"{name} is set in two defaults files"
             values[name] = value
     return values
 
@@ -26,17 +28,16 @@ def spec_options(role: str) -> dict[str, dict]:
     return specs["main"]["options"]
 
 
-def test_no_role_keeps_defaults_of_its_own():
+def test_no_other_role_keeps_defaults_of_its_own():
     assert [role for role in ROLES if (PROJECT / "roles" / role / "defaults").exists()] == []
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_argument_spec_defaults_are_the_values_a_run_uses(role):
-    values = group_vars()
+def test_every_typed_setting_has_one_default_and_no_copy_in_the_spec(role):
+    values = defaults()
     for name, option in spec_options(role).items():
-        assert name in values, f"{role}: {name} is typed but has no value in group_vars/all"
-        if "default" in option:
-            assert option["default"] == values[name], f"{role}: {name}"
+        assert name in values, f"{role}: {name} is typed but has no default in roles/{DEFAULTS_ROLE}"
+        assert "default" not in option, f"{role}: {name} has a second default in meta/argument_specs.yml"
 
 
 def test_each_setting_is_typed_by_exactly_one_role():
@@ -45,4 +46,4 @@ def test_each_setting_is_typed_by_exactly_one_role():
         for name in spec_options(role):
             typed.setdefault(name, []).append(role)
     assert {name: roles for name, roles in typed.items() if len(roles) > 1} == {}
-    assert sorted(set(group_vars()) - set(typed)) == []
+    assert sorted(set(defaults()) - set(typed)) == []

@@ -179,21 +179,22 @@ def router_play(*options: str) -> subprocess.CompletedProcess:
 
 
 def test_a_host_added_to_the_inventory_joins_the_router_without_cutting_streams(host, tmp_path):
-    """Re-running the router's play on the routers (`--limit llm_routers`: the third host
-    cannot be reached yet) with that host in the inventory reloads HAProxy: the new host is
-    listed (down, as nothing serves there yet) and no request in flight fails."""
+    """Re-running the router's play with a third host in the inventory reloads HAProxy: the new
+    host is listed (down: its gateway is not up yet) and no request in flight fails. The third
+    host is a second inventory name for host b's machine (this machine has room for two), with
+    a gateway port where nothing listens; the run checks and locks it as any host."""
     extra = tmp_path / "hosts.yml"
     # A sandbox host like the others (sandbox_hosts: its gateway on, the fleet's model name and
     # key), which the router's settings check requires of every host behind it.
     extra.write_text(
         "llm_hosts:\n  hosts:\n    switchyard-sandbox-c:\n      ansible_host: 127.0.0.1\n"
-        "      ansible_port: 2299\n      gateway_port: 8280\n"
+        "      ansible_port: 2223\n      gateway_port: 8280\n"
         "      switchyard_sandbox_cache: \"{{ hostvars['switchyard-sandbox'].switchyard_sandbox_cache }}\"\n"
         "sandbox_hosts:\n  hosts:\n    switchyard-sandbox-c:\n"
     )
     with traffic(ROUTER_URL, PAUSE_S) as outcomes:
         time.sleep(1)
-        added = router_play(f"--inventory={extra}", "--limit=llm_routers")
+        added = router_play(f"--inventory={extra}")
         time.sleep(1)
     assert added.returncode == 0, added.stdout + added.stderr
     failed, total = outcome_summary(outcomes)
@@ -203,6 +204,16 @@ def test_a_host_added_to_the_inventory_joins_the_router_without_cutting_streams(
     removed = router_play()
     assert removed.returncode == 0, removed.stdout + removed.stderr
     assert host.run(f"{ROUTER_CTL} show switchyard-sandbox-c").rc != 0, "the host left the inventory but not the router"
+
+
+def test_a_run_limited_to_the_router_is_refused_and_changes_nothing(host):
+    """`--limit` leaves hosts out whose settings the router's configuration needs: refused by
+    the settings check, with the router's configuration as it was."""
+    before = host.file("/etc/haproxy/haproxy.cfg").content_string
+    limited = router_play("--limit=llm_routers", "-e", "router_check_rise=5")
+    assert limited.returncode != 0
+    assert "This run leaves out switchyard-sandbox-b (--limit)" in " ".join(limited.stdout.split())
+    assert host.file("/etc/haproxy/haproxy.cfg").content_string == before
 
 
 ROTATED_KEY = "fleet-rotated-key-0000000000000001"
