@@ -10,6 +10,7 @@ import ipaddress
 import re
 import shlex
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 OLLAMA_REGISTRY = "registry.ollama.ai"
@@ -47,6 +48,21 @@ def hf_snapshots(model: str, cache_dir: str) -> str:
     if model.startswith("/"):
         return model
     return f"{cache_dir.rstrip('/')}/hub/{hf_cache_name(model)}/snapshots"
+
+
+def hf_cached(repos: Iterable[Mapping[str, Any]], hub_dir: str) -> list[Mapping[str, Any]]:
+    """The repos (mappings with a `repo` id) that a Hugging Face cache's hub/ at hub_dir, on
+    the control node, already holds; none when hub_dir is empty."""
+    if not hub_dir:
+        return []
+    hub = Path(hub_dir)
+    return [repo for repo in repos if (hub / hf_cache_name(repo["repo"])).is_dir()]
+
+
+def settings_options(options: Mapping[str, Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """A role's argument spec options without its parameters (required: what a play passes
+    the role, such as the gateway's gateway_upstream): the settings, which have defaults."""
+    return {name: option for name, option in options.items() if not option.get("required")}
 
 
 def probe_host(address: str) -> str:
@@ -263,6 +279,7 @@ class FilterModule:
             "ollama_manifest": ollama_manifest,
             "hf_cache_name": hf_cache_name,
             "hf_snapshots": hf_snapshots,
+            "hf_cached": hf_cached,
             "probe_host": probe_host,
             "is_ip_address": is_ip_address,
             "is_loopback": is_loopback,
@@ -270,6 +287,7 @@ class FilterModule:
             "systemd_argv": systemd_argv,
             "with_control_characters": with_control_characters,
             "mistyped_settings": mistyped_settings,
+            "settings_options": settings_options,
             "nvidia_cuda_distro": nvidia_cuda_distro,
             "fleet_status_row": fleet_status_row,
             "gateway_keys": gateway_keys,

@@ -33,6 +33,19 @@ def test_hf_cache_name_is_the_hubs_directory_name():
     )
 
 
+def test_hf_cached_finds_the_repos_a_hub_directory_holds(tmp_path):
+    (tmp_path / "models--BAAI--bge-m3").mkdir()
+    (tmp_path / "models--org--a-file").write_text("")
+    repos = [{"repo": "BAAI/bge-m3", "revision": "main"}, {"repo": "org/absent"}, {"repo": "org/a-file"}]
+    assert switchyard.hf_cached(repos, str(tmp_path)) == [{"repo": "BAAI/bge-m3", "revision": "main"}]
+    assert switchyard.hf_cached(repos, "") == []
+
+
+def test_settings_options_leave_out_the_parameters_a_play_passes():
+    options = {"gateway_port": {"type": "int"}, "gateway_upstream": {"type": "dict", "required": True}}
+    assert switchyard.settings_options(options) == {"gateway_port": {"type": "int"}}
+
+
 def test_hf_snapshots_of_a_repo_and_of_a_path():
     assert switchyard.hf_snapshots("BAAI/bge-m3", "/var/hf/") == "/var/hf/hub/models--BAAI--bge-m3/snapshots"
     assert switchyard.hf_snapshots("/srv/models/bge", "/var/hf") == "/srv/models/bge"

@@ -24,8 +24,9 @@ def defaults() -> dict[str, object]:
 
 
 def spec_options(role: str) -> dict[str, dict]:
+    """The settings a role types: its options less its parameters (required, passed by a play)."""
     specs = yaml.safe_load((PROJECT / "roles" / role / "meta/argument_specs.yml").read_text())["argument_specs"]
-    return specs["main"]["options"]
+    return {name: option for name, option in specs["main"]["options"].items() if not option.get("required")}
 
 
 def test_no_other_role_keeps_defaults_of_its_own():
