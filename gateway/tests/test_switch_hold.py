@@ -36,14 +36,16 @@ def test_requests_wait_while_the_mark_is_there_and_go_on_after(
     mark = tmp_path / "switching"
     gateway = start_gateway(llama_server.url, switch_mark=str(mark), switch_hold_s="60")
     mark.write_text(switch_mark("ollama"))
-    assert httpx.get(gateway.url + "/health").json() == {"status": "switching", "to": "ollama", "forwarding": 0}
+    assert httpx.get(gateway.url + "/switch", headers=HEADERS).json() == {"to": "ollama", "forwarding": 0}
+    assert httpx.get(gateway.url + "/health").json() == {"status": "ok"}, "/health, open to all, tells more"
+    assert httpx.get(gateway.url + "/switch").status_code == 401
     later(1.5, mark.unlink)
     started = time.monotonic()
     response = httpx.post(gateway.url + "/v1/chat/completions", headers=HEADERS, json=CHAT, timeout=30)
     waited = time.monotonic() - started
     assert response.status_code == 200, response.text
     assert waited >= 1.4, "the request went on before the switch was over"
-    assert httpx.get(gateway.url + "/health").json() == {"status": "ok"}
+    assert httpx.get(gateway.url + "/switch", headers=HEADERS).json() == {"to": None, "forwarding": 0}
 
 
 def test_a_stream_that_waits_gets_keepalives_then_its_events(
@@ -115,7 +117,7 @@ def test_a_refused_connection_is_waited_out(
     assert results["stream"] == "data: [DONE]"
 
 
-def test_health_counts_the_forwarded_requests_the_role_drains(
+def test_switch_counts_the_forwarded_requests_the_role_drains(
     start_gateway: Callable[..., Gateway], llama_server: LlamaServer, tmp_path: Path
 ):
     mark = tmp_path / "switching"
@@ -125,15 +127,15 @@ def test_health_counts_the_forwarded_requests_the_role_drains(
         lines = stream.iter_lines()
         next(line for line in lines if line.startswith("data: "))
         mark.write_text(switch_mark("ollama"))
-        assert httpx.get(gateway.url + "/health").json()["forwarding"] == 1
+        assert httpx.get(gateway.url + "/switch", headers=HEADERS).json()["forwarding"] == 1
         assert [line for line in lines if line.startswith("data: ")][-1] == "data: [DONE]"
     deadline = time.monotonic() + 5
-    while httpx.get(gateway.url + "/health").json()["forwarding"] != 0 and time.monotonic() < deadline:
+    while httpx.get(gateway.url + "/switch", headers=HEADERS).json()["forwarding"] != 0 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert httpx.get(gateway.url + "/health").json()["forwarding"] == 0
+    assert httpx.get(gateway.url + "/switch", headers=HEADERS).json()["forwarding"] == 0
 
 
-def test_health_counts_a_request_whose_answer_has_not_begun(
+def test_switch_counts_a_request_whose_answer_has_not_begun(
     start_gateway: Callable[..., Gateway], llama_server: LlamaServer, tmp_path: Path
 ):
     """A non-streamed answer sends its headers only once it is complete: the request is
@@ -150,7 +152,7 @@ def test_health_counts_a_request_whose_answer_has_not_begun(
     sending.start()
     time.sleep(0.3)
     mark.write_text(switch_mark("ollama"))
-    forwarding = httpx.get(gateway.url + "/health").json()["forwarding"]
+    forwarding = httpx.get(gateway.url + "/switch", headers=HEADERS).json()["forwarding"]
     sending.join()
     assert (forwarding, answered) == (1, [200])
 

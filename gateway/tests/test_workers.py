@@ -117,10 +117,15 @@ def test_sighup_reloads_every_worker(rotated: Gateway):
     assert rotated.process.poll() is None
 
 
-def test_health_counts_the_forwarded_requests_of_every_worker(
+def forwarding(gateway: Gateway) -> int:
+    """The requests being forwarded, as /switch counts them, asked on a fresh connection."""
+    return fresh_connection_get(gateway.url + "/switch", headers=HEADERS).json()["forwarding"]
+
+
+def test_switch_counts_the_forwarded_requests_of_every_worker(
     start_gateway: Callable[..., Gateway], llama_server: LlamaServer, tmp_path: Path
 ):
-    """The llm role drains the whole gateway before it stops the backend: /health, from any
+    """The llm role drains the whole gateway before it stops the backend: /switch, from any
     worker, counts the streams all of them are relaying."""
     mark = tmp_path / "switching"
     gateway = start_gateway(llama_server.url, workers="2", switch_mark=str(mark), switch_hold_s="60")
@@ -128,15 +133,15 @@ def test_health_counts_the_forwarded_requests_of_every_worker(
     streams = [unread_stream(gateway.url, body) for _ in range(4)]
     try:
         mark.write_text(json.dumps({"to": "ollama", "until": time.time() + 600}))
-        seen = {fresh_connection_get(gateway.url + "/health").json()["forwarding"] for _ in range(10)}
+        seen = {forwarding(gateway) for _ in range(10)}
         assert seen == {4}
     finally:
         for stream in streams:
             stream.close()
     deadline = time.monotonic() + 10
-    while fresh_connection_get(gateway.url + "/health").json()["forwarding"] != 0 and time.monotonic() < deadline:
+    while forwarding(gateway) != 0 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert fresh_connection_get(gateway.url + "/health").json()["forwarding"] == 0
+    assert forwarding(gateway) == 0
 
 
 def test_a_worker_that_dies_is_replaced_with_the_reloaded_settings(rotated: Gateway):

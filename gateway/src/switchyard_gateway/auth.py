@@ -71,6 +71,7 @@ def require_key(request: Request) -> ApiKey | None:
 
 
 def require_key_for_status(request: Request) -> None:
-    """For /health/deep, /metrics and /config: they show how the service is built."""
+    """For /health/deep, /metrics, /config and /switch: they show how the service is built
+    and what it is doing."""
     if request.app.state.settings.status_requires_key:
         require_key(request)

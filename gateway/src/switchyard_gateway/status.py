@@ -62,13 +62,18 @@ async def probe(client: aiohttp.ClientSession, base: str, model: str, timeout: f
 
 
 async def health(request: Request) -> JSONResponse:
-    """Up, or switching: then also the target and how many forwarded requests are still
-    running (the llm role waits for none before it stops the backend)."""
+    """The gateway answers: open to anyone, so it says nothing more (a switch in progress
+    and what it waits for are /switch's, behind a key)."""
+    return JSONResponse({"status": "ok"})
+
+
+async def switch(request: Request) -> JSONResponse:
+    """The backend a switch in progress goes to (null when there is none), and how many
+    forwarded requests are still running: the llm role waits for none before it stops the
+    backend."""
+    require_key_for_status(request)
     state = request.app.state
-    target = hold.switching_to(state.settings)
-    if target is None:
-        return JSONResponse({"status": "ok"})
-    return JSONResponse({"status": "switching", "to": target, "forwarding": state.metrics.forwarding_now()})
+    return JSONResponse({"to": hold.switching_to(state.settings), "forwarding": state.metrics.forwarding_now()})
 
 
 def gpu_status(path: str) -> dict[str, Any]:
@@ -192,6 +197,7 @@ status_routes = [
     Route("/health/deep", health_deep, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
     Route("/config", config, methods=["GET"]),
+    Route("/switch", switch, methods=["GET"]),
 ]
 routes = [
     *status_routes,

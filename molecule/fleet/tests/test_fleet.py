@@ -45,7 +45,8 @@ def answered(gateway_url: str) -> float:
 
 def switching(gateway_url: str) -> bool:
     try:
-        return httpx.get(gateway_url + "/health", timeout=5).json().get("status") == "switching"
+        answer = httpx.get(gateway_url + "/switch", headers={"x-api-key": GATEWAY_KEY}, timeout=5)
+        return answer.json().get("to") is not None
     except httpx.HTTPError:
         return False
 
