@@ -12,8 +12,6 @@ import yaml
 PROJECT = Path(__file__).resolve().parents[1]
 DEFAULTS_ROLE = "switchyard_defaults"
 ROLES = sorted(path.name for path in (PROJECT / "roles").iterdir() if path.is_dir() and path.name != DEFAULTS_ROLE)
-# The roles that type settings: each role, and the defaults role for the ones all share.
-TYPING_ROLES = [*ROLES, DEFAULTS_ROLE]
 
 
 def defaults() -> dict[str, object]:
@@ -35,7 +33,7 @@ def test_no_other_role_keeps_defaults_of_its_own():
     assert [role for role in ROLES if (PROJECT / "roles" / role / "defaults").exists()] == []
 
 
-@pytest.mark.parametrize("role", TYPING_ROLES)
+@pytest.mark.parametrize("role", ROLES)
 def test_every_typed_setting_has_one_default_and_no_copy_in_the_spec(role):
     values = defaults()
     for name, option in spec_options(role).items():
@@ -45,7 +43,7 @@ def test_every_typed_setting_has_one_default_and_no_copy_in_the_spec(role):
 
 def test_each_setting_is_typed_by_exactly_one_role():
     typed: dict[str, list[str]] = {}
-    for role in TYPING_ROLES:
+    for role in ROLES:
         for name in spec_options(role):
             typed.setdefault(name, []).append(role)
     assert {name: roles for name, roles in typed.items() if len(roles) > 1} == {}
