@@ -4,12 +4,16 @@ meta/argument_specs.yml types it. The specs carry no second copy of the defaults
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT / "filter_plugins"))
+import switchyard  # noqa: E402  (the filters the check play uses)
+
 DEFAULTS_ROLE = "switchyard_defaults"
 ROLES = sorted(path.name for path in (PROJECT / "roles").iterdir() if path.is_dir() and path.name != DEFAULTS_ROLE)
 
@@ -26,7 +30,7 @@ def defaults() -> dict[str, object]:
 def spec_options(role: str) -> dict[str, dict]:
     """The settings a role types: its options less its parameters (required, passed by a play)."""
     specs = yaml.safe_load((PROJECT / "roles" / role / "meta/argument_specs.yml").read_text())["argument_specs"]
-    return {name: option for name, option in specs["main"]["options"].items() if not option.get("required")}
+    return switchyard.settings_options(specs["main"]["options"])
 
 
 def test_no_other_role_keeps_defaults_of_its_own():
