@@ -17,12 +17,14 @@ from pathlib import Path
 import pytest
 
 from switchyard_gateway.keys import ApiKey, read_key_file
+from switchyard_gateway.reload import ANNOUNCED
 
 PROJECT = Path(__file__).resolve().parents[1]
 BACKENDS = ("vllm", "ollama", "llamacpp")
 ENGINES = ("podman", "docker")
 SERVICES = (*BACKENDS, "embedding", "reranker")
 PROBE = "/usr/local/libexec/switchyard/ready"
+ANNOUNCE = "/usr/local/libexec/switchyard/announce"
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +47,13 @@ def units(tmp_path_factory) -> Path:
     return out
 
 
-def exec_line(unit: Path, key: str = "ExecStart") -> list[str]:
+def exec_lines(unit: Path, key: str) -> list[list[str]]:
     text = unit.read_text().replace("\\\n", " ")
-    line = next(line for line in text.splitlines() if line.startswith(f"{key}="))
-    return shlex.split(line.removeprefix(f"{key}="))
+    return [shlex.split(line.removeprefix(f"{key}=")) for line in text.splitlines() if line.startswith(f"{key}=")]
+
+
+def exec_line(unit: Path, key: str = "ExecStart") -> list[str]:
+    return exec_lines(unit, key)[0]
 
 
 def exec_start(unit: Path) -> list[str]:
@@ -118,6 +123,22 @@ def test_units_count_as_started_only_once_they_serve(units, name, engine, gpu):
         "reranker": ["http://127.0.0.1:8002", "reranker", "BAAI/bge-reranker-v2-m3"],
     }[name]
     assert exec_line(units / f"{name}-{engine}-{gpu}.service", "ExecStartPost") == [PROBE, *expected]
+
+
+@pytest.mark.parametrize(("name", "engine", "gpu"), list(variants()))
+def test_a_backend_announces_itself_to_the_gateway_once_it_serves(units, name, engine, gpu):
+    """After its readiness probe, a backend's unit tells the gateway what now serves, in
+    exactly the settings the gateway takes from it; embedding and reranker announce nothing."""
+    probe, *announce = exec_lines(units / f"{name}-{engine}-{gpu}.service", "ExecStartPost")
+    if name not in BACKENDS:
+        assert announce == []
+        return
+    (command,) = announce
+    assert command[:3] == [ANNOUNCE, "/run/switchyard/backend.env", "llm-gateway.service"]
+    settings = dict(word.split("=", 1) for word in command[3:])
+    assert set(settings) == set(ANNOUNCED)
+    assert settings["SWITCHYARD_GATEWAY_BACKEND"] == name
+    assert settings["SWITCHYARD_GATEWAY_BACKEND_MODEL"] == probe[3], "announced another name than it serves"
 
 
 @pytest.mark.parametrize(("name", "engine"), [(name, engine) for name in SERVICES for engine in ENGINES])

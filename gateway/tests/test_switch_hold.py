@@ -4,6 +4,7 @@ refuses connections for a while, and the settings reloaded on SIGHUP instead of 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
@@ -21,7 +22,7 @@ CHAT = {"model": PUBLIC_MODEL, "messages": MESSAGES, "max_tokens": 4}
 
 def switch_mark(target: str) -> str:
     """What the llm role writes before it restarts the backend."""
-    return json.dumps({"to": target, "until": time.time() + 600})
+    return json.dumps({"to": target, "hold_s": 600})
 
 
 def later(seconds: float, action: Callable[[], object]) -> threading.Timer:
@@ -36,7 +37,11 @@ def test_requests_wait_while_the_mark_is_there_and_go_on_after(
     mark = tmp_path / "switching"
     gateway = start_gateway(llama_server.url, switch_mark=str(mark), switch_hold_s="60")
     mark.write_text(switch_mark("ollama"))
-    assert httpx.get(gateway.url + "/switch", headers=HEADERS).json() == {"to": "ollama", "forwarding": 0}
+    assert httpx.get(gateway.url + "/switch", headers=HEADERS).json() == {
+        "to": "ollama",
+        "forwarding": 0,
+        "backend": "llamacpp",
+    }
     assert httpx.get(gateway.url + "/health").json() == {"status": "ok"}, "/health, open to all, tells more"
     assert httpx.get(gateway.url + "/switch").status_code == 401
     later(1.5, mark.unlink)
@@ -45,7 +50,11 @@ def test_requests_wait_while_the_mark_is_there_and_go_on_after(
     waited = time.monotonic() - started
     assert response.status_code == 200, response.text
     assert waited >= 1.4, "the request went on before the switch was over"
-    assert httpx.get(gateway.url + "/switch", headers=HEADERS).json() == {"to": None, "forwarding": 0}
+    assert httpx.get(gateway.url + "/switch", headers=HEADERS).json() == {
+        "to": None,
+        "forwarding": 0,
+        "backend": "llamacpp",
+    }
 
 
 def test_a_stream_that_waits_gets_keepalives_then_its_events(
@@ -86,9 +95,12 @@ def test_the_wait_ends_with_503_after_switch_hold_s(
 def test_a_mark_older_than_the_hold_is_ignored(
     start_gateway: Callable[..., Gateway], llama_server: LlamaServer, tmp_path: Path
 ):
-    """A run that died mid-switch leaves its mark: it must not hold requests for ever."""
+    """A mark that outlived its run and the lock (a lock that could not be stopped) must not
+    hold requests for ever: its hold_s counts from its mtime, the host's clock."""
     mark = tmp_path / "switching"
-    mark.write_text(json.dumps({"to": "ollama", "until": time.time() - 1}))
+    mark.write_text(json.dumps({"to": "ollama", "hold_s": 60}))
+    written = time.time() - 61
+    os.utime(mark, (written, written))
     gateway = start_gateway(llama_server.url, switch_mark=str(mark), switch_hold_s="60")
     assert httpx.get(gateway.url + "/health").json() == {"status": "ok"}
     assert httpx.post(gateway.url + "/v1/chat/completions", headers=HEADERS, json=CHAT, timeout=30).status_code == 200
@@ -181,3 +193,35 @@ def test_sighup_takes_a_switched_backend_without_a_restart(
     reply = httpx.post(gateway.url + "/v1/chat/completions", headers=HEADERS, json=CHAT, timeout=30)
     assert reply.status_code == 200 and reply.json()["model"] == PUBLIC_MODEL
     assert gateway.process.poll() is None
+
+
+def test_the_backends_announcement_wins_over_the_reload_file(
+    start_gateway: Callable[..., Gateway],
+    llama_server: LlamaServer,
+    start_llama_server: Callable[..., LlamaServer],
+    tmp_path: Path,
+):
+    """A run wrote the reload file for a new backend, then died before it restarted the
+    backend (or rolled it back): what the backend's unit announced at its start is what the
+    gateway routes to, on any reload; other settings in the announcement are not taken."""
+    other = start_llama_server("--parallel", "2", alias="announced-name")
+    reload_file = tmp_path / "gateway.env"
+    reload_file.write_text(
+        "SWITCHYARD_GATEWAY_BACKEND=ollama\nSWITCHYARD_GATEWAY_BACKEND_MODEL=not-served\n"
+        f"SWITCHYARD_GATEWAY_BACKEND_URL={other.url}\n"
+    )
+    backend_file = tmp_path / "backend.env"
+    gateway = start_gateway(llama_server.url, reload_file=str(reload_file), backend_file=str(backend_file))
+    backend_file.write_text(
+        "SWITCHYARD_GATEWAY_BACKEND=llamacpp\nSWITCHYARD_GATEWAY_BACKEND_MODEL=announced-name\n"
+        "SWITCHYARD_GATEWAY_BACKEND_URL=http://127.0.0.1:9\n"
+    )
+    gateway.process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "settings reloaded" not in gateway.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    config = httpx.get(gateway.url + "/config", headers=HEADERS).json()
+    assert (config["backend"], config["models"]["backend_name"]) == ("llamacpp", "announced-name")
+    assert config["upstreams"]["backend"] == other.url, "the announcement set more than what serves"
+    reply = httpx.post(gateway.url + "/v1/chat/completions", headers=HEADERS, json=CHAT, timeout=30)
+    assert reply.status_code == 200, reply.text

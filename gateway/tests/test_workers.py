@@ -132,7 +132,7 @@ def test_switch_counts_the_forwarded_requests_of_every_worker(
     body = json.dumps(CHAT | {"stream": True, "max_tokens": 2000, "ignore_eos": True}).encode()
     streams = [unread_stream(gateway.url, body) for _ in range(4)]
     try:
-        mark.write_text(json.dumps({"to": "ollama", "until": time.time() + 600}))
+        mark.write_text(json.dumps({"to": "ollama", "hold_s": 600}))
         seen = {forwarding(gateway) for _ in range(10)}
         assert seen == {4}
     finally:

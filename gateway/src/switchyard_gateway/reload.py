@@ -16,7 +16,7 @@ from pathlib import Path
 from starlette.applications import Starlette
 
 from .models import ModelCatalog
-from .settings import Settings, SettingsError, load, read_env_file
+from .settings import PREFIX, Settings, SettingsError, load, read_env_file
 
 logger = logging.getLogger("switchyard_gateway.reload")
 
@@ -26,10 +26,30 @@ FIXED_AT_START = (
 )  # fmt: skip
 
 
+# What the backend's unit says of itself when it starts serving (settings.backend_file):
+# these settings only, over the reload file's, which the run may have written for a backend
+# that is not the one serving (a run that died before its restart, a rollback).
+ANNOUNCED = tuple(
+    PREFIX + name
+    for name in ("BACKEND", "BACKEND_MODEL", "BACKEND_VERSION_PATH", "BACKEND_VERSION_FIELD", "THINKING_SWITCH")
+)
+
+
+def announced(path: str) -> dict[str, str]:
+    """The backend settings its unit announced last; none before its first start."""
+    if not path or not Path(path).is_file():
+        return {}
+    return {name: value for name, value in read_env_file(Path(path)).items() if name in ANNOUNCED}
+
+
 def read_settings(current: Settings) -> Settings:
-    """The settings as the environment and the reload file say now, with the ones fixed at
-    start kept; raises SettingsError."""
-    env = dict(os.environ) | (read_env_file(Path(current.reload_file)) if current.reload_file else {})
+    """The settings as the environment, the reload file and the backend's announcement say
+    now, with the ones fixed at start kept; raises SettingsError."""
+    env = (
+        dict(os.environ)
+        | (read_env_file(Path(current.reload_file)) if current.reload_file else {})
+        | announced(current.backend_file)
+    )
     new = load(env)
     pending = [name for name in FIXED_AT_START if getattr(new, name) != getattr(current, name)]
     if pending:

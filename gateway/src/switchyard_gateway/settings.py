@@ -62,8 +62,13 @@ class Settings:
     # The settings a switch changes (backend, model names, upstreams) come from this env
     # file too; SIGHUP reads it again, with the key file, instead of a restart (reload.py).
     reload_file: str = ""
-    # While this file exists, generation requests wait up to switch_hold_s instead of
-    # failing: the llm role leaves it for the time of a backend restart (hold.py).
+    # The backend's unit writes this file each time it starts serving (the llm role's
+    # announce): what serves on the backend's port, read over the reload file (reload.py),
+    # so that the gateway follows whatever started there, whoever started it.
+    backend_file: str = ""
+    # While this file exists (and for its hold_s at most), generation requests wait up to
+    # switch_hold_s instead of failing: the llm role leaves it for the time of a backend
+    # restart (hold.py).
     switch_mark: str = ""
     switch_hold_s: float = 180.0
     # How long a stream may be silent (a long prefill, a wait for a slot or a switch) before
@@ -202,6 +207,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         retry_after=int(_number("RETRY_AFTER", get("RETRY_AFTER", str(Settings.retry_after)), int)),
         max_connections=int(_number("MAX_CONNECTIONS", get("MAX_CONNECTIONS", str(Settings.max_connections)), int)),
         reload_file=get("RELOAD_FILE"),
+        backend_file=get("BACKEND_FILE"),
         switch_mark=get("SWITCH_MARK"),
         switch_hold_s=_number("SWITCH_HOLD_S", get("SWITCH_HOLD_S", str(Settings.switch_hold_s)), float),
         keepalive_s=_number("KEEPALIVE_S", get("KEEPALIVE_S", str(Settings.keepalive_s)), float),

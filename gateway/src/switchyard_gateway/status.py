@@ -68,12 +68,19 @@ async def health(request: Request) -> JSONResponse:
 
 
 async def switch(request: Request) -> JSONResponse:
-    """The backend a switch in progress goes to (null when there is none), and how many
-    forwarded requests are still running: the llm role waits for none before it stops the
-    backend."""
+    """The backend a switch in progress goes to (null when there is none), how many forwarded
+    requests are still running, and the backend routed to now: the llm role waits for no
+    request forwarded before it stops the backend, and for the new one routed to before it
+    lets the held requests go."""
     require_key_for_status(request)
     state = request.app.state
-    return JSONResponse({"to": hold.switching_to(state.settings), "forwarding": state.metrics.forwarding_now()})
+    return JSONResponse(
+        {
+            "to": hold.switching_to(state.settings),
+            "forwarding": state.metrics.forwarding_now(),
+            "backend": state.settings.backend,
+        }
+    )
 
 
 def gpu_status(path: str) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """One run at a time on a host (playbooks/lock.yml): a second run fails at once naming the
-first; a lock left by a run that died on this control node does not block the next run.
+first; a run that dies has its lock released by its guard on the control node, and a lock
+left by a run whose guard died too does not block the next run from this control node.
 The runs are scoped (--tags gateway): the lock's plays are tagged always, so a scoped run takes
 and checks the lock as a full one does, in a third of the time."""
 
@@ -64,11 +65,40 @@ def test_a_second_run_fails_at_once_naming_the_first(host, run_site, request):
     print(f"the second run failed after {took:.1f} s, naming the first")
 
 
-def test_a_lock_left_by_a_run_that_died_is_taken_over(host, run_site, request):
+def wait_for_the_guard(host, run: subprocess.Popen) -> None:
+    """Until the run's guard (playbooks/files/switchyard-run-guard) holds its lifeline to the host."""
+    deadline = time.monotonic() + 120
+    while host.run("pgrep -f 'InvocationID --value switchyard-run'").rc != 0:
+        assert run.poll() is None and time.monotonic() < deadline, "the run's guard never reached the host"
+        time.sleep(0.2)
+
+
+def kill_the_guard(run: subprocess.Popen) -> None:
+    """The guard alone, as if the control node had lost it: its lifelines stay open."""
+    subprocess.run(["pkill", "--signal", "KILL", "--full", f"switchyard-run-guard {run.pid} "], check=True)
+
+
+def test_a_run_that_dies_has_its_lock_released_by_its_guard(host, request):
     dead = start_run(request)
     wait_for_lock(host, dead)
+    wait_for_the_guard(host, dead)
+    os.killpg(dead.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    dead.wait()
+    while lock_holder(host):
+        assert time.monotonic() - killed < 5, "the killed run's lock is still held after 5 s"
+        time.sleep(0.1)
+    print(f"the killed run's lock was released {time.monotonic() - killed:.1f} s after its death")
+
+
+def test_a_lock_left_by_a_run_whose_guard_died_too_is_taken_over(host, run_site, request):
+    dead = start_run(request)
+    wait_for_lock(host, dead)
+    wait_for_the_guard(host, dead)
+    kill_the_guard(dead)
     os.killpg(dead.pid, signal.SIGKILL)
     dead.wait()
+    time.sleep(2)
     assert lock_holder(host), "the killed run left its lock behind"
     run = run_site(tags=SCOPE)
     assert run.returncode == 0, run.output

@@ -6,16 +6,20 @@ pulled through the double's /api/pull from the double's stand-in registry.
 """
 
 import json
+import os
 import re
+import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import httpx
 
 from conftest import (
+    GATEWAY_KEY,
     GATEWAY_URL,
+    PLAYBOOK_ENV,
     PROJECT,
     assert_gateway_routes_to,
     assert_llamacpp_serving,
@@ -24,6 +28,7 @@ from conftest import (
     pooling_containers,
     repeating,
     served_models,
+    site_command,
     traffic,
 )
 
@@ -218,3 +223,103 @@ def test_the_gateway_follows_a_switch_made_with_tags_services(host, run_site, ht
     back = run_site(tags="services")
     assert back.returncode == 0, back.output
     assert_gateway_routes_to(gateway, "llamacpp")
+
+
+SWITCH_MARK = "/run/switchyard-run/switching"
+
+
+@contextmanager
+def gateway_answers() -> Iterator[list[tuple[float, bool]]]:
+    """One client asking the gateway for a completion, again as soon as it is answered (a held
+    request waits); yields (when each was answered, whether it succeeded)."""
+    answers: list[tuple[float, bool]] = []
+    body = {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+
+    def ask(client: httpx.Client) -> None:
+        try:
+            ok = client.post("/v1/chat/completions", json=body).status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        answers.append((time.monotonic(), ok))
+
+    client = httpx.Client(base_url=GATEWAY_URL, headers={"Authorization": f"Bearer {GATEWAY_KEY}"}, timeout=30)
+    with client, repeating(lambda: ask(client), 0.05):
+        yield answers
+
+
+def kill_a_switch(extra_var: str, at: Callable[[], bool], kill: Callable[[subprocess.Popen], None]) -> float:
+    """Starts site.yml with `extra_var` as a user does, kills it once `at()` holds; returns when
+    it died (Ctrl-C lets ansible-playbook end its current task's workers first)."""
+    command = site_command(PROJECT / "molecule/switch", extra_var)
+    run = subprocess.Popen(
+        command, cwd=PROJECT, env=PLAYBOOK_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 600
+    while not at():
+        assert run.poll() is None, "the run ended before the point it was to be killed at"
+        assert time.monotonic() < deadline, "the run never reached the point it was to be killed at"
+        time.sleep(0.1)
+    kill(run)
+    run.wait(timeout=60)
+    return time.monotonic()
+
+
+def ctrl_c(run: subprocess.Popen) -> None:
+    """What Ctrl-C in its terminal does: SIGINT to ansible-playbook and everything it started."""
+    os.killpg(run.pid, signal.SIGINT)
+
+
+def crash(run: subprocess.Popen) -> None:
+    """ansible-playbook alone killed outright (SIGKILL, the OOM killer), its workers orphaned."""
+    run.kill()
+
+
+def assert_serving_again_soon(host, gateway, answers: list[tuple[float, bool]], killed_at: float, how: str) -> float:
+    """Once the run is dead and the backend's unit has started (the start systemd was running
+    goes on without the run), the gateway answers within 5 s, routes to the backend that
+    runs, and the run's lock and switch mark are gone. Returns the seconds it took."""
+    deadline = time.monotonic() + 300
+    while host.run("systemctl is-active llm-backend").stdout.strip() != "active":
+        assert time.monotonic() < deadline, "llm-backend did not come up after the run was killed"
+        time.sleep(0.2)
+    backend_up = time.monotonic()
+    while not any(ok and when > killed_at for when, ok in answers):
+        assert time.monotonic() < deadline, "the gateway did not answer after the run was killed"
+        time.sleep(0.1)
+    served = min(when for when, ok in answers if ok and when > killed_at)
+    since = served - max(killed_at, backend_up)
+    print(f"run killed ({how}): the gateway answered {served - killed_at:.1f} s after its death")
+    assert since <= 5, f"the gateway answered {since:.1f} s after the run's death and the backend's start"
+    assert not host.file(SWITCH_MARK).exists, "the dead run's switch mark is still there"
+    assert host.run("systemctl is-active switchyard-run").stdout.strip() != "active", "the dead run's lock is held"
+    (running,) = backend_containers(host)
+    assert_gateway_routes_to(gateway, running.removeprefix("llm-"))
+    return since
+
+
+def test_a_run_killed_mid_switch_leaves_the_host_serving_and_the_next_run_converges(host, run_site, http, gateway):
+    """Ctrl-C right after the drain (the mark holds the gateway's requests), then a crash
+    during the new backend's load: each time the host serves through the gateway again within
+    5 s without anyone running anything (the run's guard releases its lock, and the mark with
+    it; the backend's unit announces itself to the gateway), and the next run converges."""
+    assert_llamacpp_serving(host, http)
+    with gateway_answers() as answers:
+        killed_at = kill_a_switch("llm_backend=ollama", lambda: host.file(SWITCH_MARK).exists, ctrl_c)
+        assert_serving_again_soon(host, gateway, answers, killed_at, "Ctrl-C after the drain")
+    to_ollama = run_site("llm_backend=ollama")
+    assert to_ollama.returncode == 0, to_ollama.output
+    assert_gateway_routes_to(gateway, "ollama")
+
+    def loading() -> bool:
+        return host.run("systemctl show --property=ActiveState --value llm-backend").stdout.strip() == "activating"
+
+    with gateway_answers() as answers:
+        killed_at = kill_a_switch("llm_backend=llamacpp", loading, crash)
+        assert_serving_again_soon(host, gateway, answers, killed_at, "crash during the model load")
+    assert_llamacpp_serving(host, http)
+    converge = run_site()
+    assert converge.returncode == 0, converge.output
+    again = run_site()
+    assert again.returncode == 0, again.output
+    assert "changed=0" in again.output
