@@ -68,7 +68,8 @@ def test_a_second_run_fails_at_once_naming_the_first(host, run_site, request):
 def wait_for_the_guard(host, run: subprocess.Popen) -> None:
     """Until the run's guard (playbooks/files/switchyard-run-guard) holds its lifeline to the host."""
     deadline = time.monotonic() + 120
-    while host.run("pgrep -f 'InvocationID --value switchyard-run'").rc != 0:
+    # The pattern does not match itself ([D]): pgrep skips itself, not the shell that runs it.
+    while host.run("pgrep -f 'InvocationI[D] --value switchyard-run'").rc != 0:
         assert run.poll() is None and time.monotonic() < deadline, "the run's guard never reached the host"
         time.sleep(0.2)
 
