@@ -9,9 +9,10 @@ import datetime
 import ipaddress
 import re
 import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 OLLAMA_REGISTRY = "registry.ollama.ai"
 OLLAMA_NAMESPACE = "library"
@@ -114,9 +115,9 @@ def is_loopback(address: Any) -> bool:
 
 def _systemd_word(item: Any) -> str:
     word = str(item)
-    # shlex.quote ends a single-quoted word at a ' and reopens it, which systemd does not
-    # read back; double quotes with C escapes are what systemd unquotes.
-    quoted = '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"' if "'" in word else shlex.quote(word)
+    # systemd reads C escapes inside single quotes too (\s is a space there): a word that
+    # needs quoting goes in double quotes, its backslashes and double quotes escaped.
+    quoted = word if shlex.quote(word) == word else '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return quoted.replace("%", "%%").replace("$", "$$")
 
 
@@ -183,6 +184,80 @@ def with_control_characters(settings: Mapping[str, Any]) -> list[str]:
     return sorted(
         name for name, value in settings.items() if any(CONTROL_CHARACTERS.search(s) for s in _strings(value))
     )
+
+
+def url_without_credentials(url: str) -> str:
+    """The URL without the user and password a mirror's URL may carry, for what other users
+    or the run's output may read (apt's sources, error messages); the credentials go where
+    only root reads them."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def url_credentials(url: str) -> dict[str, str]:
+    """The user and password in a URL, decoded ({} when it has none)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return {}
+    return {"login": unquote(parts.username or ""), "password": unquote(parts.password or "")}
+
+
+def apt_auth_entry(url: str) -> str:
+    """The line of /etc/apt/auth.conf.d/ (apt_auth.conf(5)) that gives apt the credentials of
+    a repository URL, so that its sources can name it without them ("" when it has none)."""
+    credentials = url_credentials(url)
+    if not credentials:
+        return ""
+    parts = urlsplit(url_without_credentials(url))
+    # With its scheme: without one, apt gives the credentials to https only.
+    machine = f"{parts.scheme}://{parts.netloc}{parts.path}"
+    return f"machine {machine} login {credentials['login']} password {credentials['password']}"
+
+
+def pip_index_config(index_url: str) -> str:
+    """A virtualenv's pip.conf naming the package index (one without settings when "")."""
+    if not index_url:
+        return "# No package index set: pip asks PyPI, or the wheelhouse its environment names.\n"
+    return f"[global]\nindex-url = {index_url}\n"
+
+
+def gpu_flags(engine: str, devices: Sequence[str]) -> list[str]:
+    """The container engine's options that give a container these GPUs ([all]: every one).
+    Podman takes CDI device names (nvidia.com/gpu=0, =GPU-…, =all), one --device each;
+    Docker one --gpus, whose CSV syntax wants a list of devices in double quotes."""
+    if engine == "docker":
+        return ["--gpus", "all" if list(devices) == ["all"] else '"device=' + ",".join(devices) + '"']
+    return [word for device in devices for word in ("--device", f"nvidia.com/gpu={device}")]
+
+
+def gpu_ids(listing: str) -> list[str]:
+    """Every name `nvidia-smi -L` gives the host's GPUs and MIG devices: the GPU's index and
+    UUID, a MIG device's GPU:index and UUID (the names CDI specs and Docker take)."""
+    ids: list[str] = []
+    gpu = ""
+    for line in listing.splitlines():
+        if found := re.match(r"GPU (\d+): .*\(UUID: (GPU-[^)]+)\)", line):
+            gpu = found.group(1)
+            ids += found.groups()
+        elif found := re.match(r"\s+MIG .*Device\s+(\d+): \(UUID: (MIG-[^)]+)\)", line):
+            ids += [f"{gpu}:{found.group(1)}", found.group(2)]
+    return ids
+
+
+def gpu_share_problems(shares: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The GPUs asked for more than all their memory. `shares`: a setting (llm_vllm_gpu_mem_util)
+    -> {"share": its value, "devices": the service's GPUs}; a service on [all] is on every GPU
+    the others name, and all of them on one GPU when none is named."""
+    named = sorted({device for share in shares.values() for device in share["devices"] if device != "all"})
+    problems = []
+    for gpu in named or ["all"]:
+        on_it = {name: float(share["share"]) for name, share in shares.items() if {"all", gpu} & set(share["devices"])}
+        if sum(on_it.values()) > 1:
+            asked = ", ".join(f"{name} = {value:g}" for name, value in on_it.items())
+            problems.append(f"{'the GPU' if gpu == 'all' else 'GPU ' + gpu}: {asked}")
+    return problems
 
 
 def nvidia_cuda_distro(facts: Mapping[str, Any]) -> str:
@@ -289,6 +364,13 @@ class FilterModule:
             "mistyped_settings": mistyped_settings,
             "settings_options": settings_options,
             "nvidia_cuda_distro": nvidia_cuda_distro,
+            "url_without_credentials": url_without_credentials,
+            "url_credentials": url_credentials,
+            "apt_auth_entry": apt_auth_entry,
+            "pip_index_config": pip_index_config,
+            "gpu_flags": gpu_flags,
+            "gpu_ids": gpu_ids,
+            "gpu_share_problems": gpu_share_problems,
             "fleet_status_row": fleet_status_row,
             "gateway_keys": gateway_keys,
             "gateway_key_problems": gateway_key_problems,

@@ -84,6 +84,17 @@ CASES = [
     ('{"llm_ollama_image": "ollama latest"}', "llm_ollama_image is 'ollama latest', which is not an image reference"),
     ("llm_vllm_image=vllm@sha256:abc", "llm_vllm_image is 'vllm@sha256:abc', which is not"),
     ('{"llm_infinity_cpu_image": "infinity latest"}', "llm_infinity_cpu_image is 'infinity latest', which is not"),
+    ("models_hf_endpoint=https://me:s3cret@hf-mirror.example", "models_hf_endpoint carries a user or password"),
+    ('{"llm_backend_gpu_devices": ["all", "0"]}', "llm_backend_gpu_devices is ['all', '0']: give [all], or GPU"),
+    ('{"llm_embedding_gpu_devices": []}', "llm_embedding_gpu_devices is []: give [all], or GPU indices or UUIDs"),
+    ('{"llm_reranker_gpu_devices": ["gpu0"]}', "llm_reranker_gpu_devices is ['gpu0']: give [all], or GPU"),
+    ('{"llm_backend_gpu_devices": "0"}', "llm_backend_gpu_devices is a string: give a list"),
+    (
+        '{"llm_backend": "vllm", "llm_vllm_gpu_mem_util": 0.85, "llm_pooling_engine": "vllm",'
+        ' "llm_embedding_gpu_devices": ["1"], "llm_reranker_gpu_devices": ["1"]}',
+        "together at most 1 on each GPU they share (GPU 1: llm_vllm_gpu_mem_util = 0.85,"
+        " llm_embedding_gpu_mem_util = 0.1, llm_reranker_gpu_mem_util = 0.1)",
+    ),
     ("llm_pooling_engine=tei", "llm_pooling_engine must be one of: auto, vllm, infinity"),
     ('{"gateway_auth": false}', "gateway_auth is false and gateway_bind_address is 0.0.0.0: anyone"),
     # -e key=value gives the string "false", which Jinja takes for true: read as a boolean.
@@ -228,6 +239,10 @@ def test_good_settings_pass_the_check(tmp_path):
         "llm_ollama_image=docker.io/ollama/ollama:0.14.0@sha256:" + "0a" * 32,
         "llm_llamacpp_cpu_image=localhost:5000/llama.cpp@sha256:" + "1b" * 32,
         '{"gateway_cors_origins": ["https://chat.example.com", "http://[::1]:3000", "*"]}',
+        # vLLM's share and the pooling services' on GPUs apart: together above 1, on no one GPU.
+        '{"llm_backend": "vllm", "llm_vllm_gpu_mem_util": 0.95, "llm_backend_gpu_devices": ["0"],'
+        ' "llm_pooling_engine": "vllm", "llm_embedding_gpu_devices": ["1"],'
+        ' "llm_reranker_gpu_devices": ["GPU-5a3c4d1e-0f6b", "1:0"]}',
         playbook="playbooks/check.yml",
     )
     failed = [result for _play, _task, result in tasks_that_ran(report) if result.get("failed")]

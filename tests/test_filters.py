@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import shlex
 import sys
+from configparser import RawConfigParser
 from pathlib import Path
 
 import pytest
@@ -82,21 +82,15 @@ def test_is_ip_address_takes_what_a_unit_can_listen_on(address, valid):
     assert switchyard.is_ip_address(address) is valid
 
 
-def systemd_split(line: str) -> list[str]:
-    """How systemd reads back an Exec= line (for the quoting this filter produces)."""
-    return shlex.split(line.replace("\\\n", " ").replace("%%", "%").replace("$$", "$"))
-
-
 def test_systemd_argv_keeps_each_option_with_its_value_on_one_line():
     rendered = switchyard.systemd_argv(["--model", "/m.gguf", "--jinja", "--port", 8000])
     assert rendered.splitlines() == [" \\", "    --model /m.gguf \\", "    --jinja \\", "    --port 8000"]
 
 
-@pytest.mark.parametrize("word", ["a b", "100%", "$HOME", "it's", 'say "hi"', "back\\slash"])
-def test_systemd_argv_round_trips_words_systemd_would_split_or_expand(word):
-    rendered = switchyard.systemd_argv(["--x", word])
+def test_systemd_argv_escapes_specifiers_and_variables():
+    # How systemd itself reads each word back: molecule/default's test_backend.py.
+    rendered = switchyard.systemd_argv(["--x", "100% of $HOME", "%n"])
     assert "%" not in rendered.replace("%%", "") and "$" not in rendered.replace("$$", "")
-    assert systemd_split(rendered) == ["--x", word]
 
 
 def test_control_characters_are_found_in_nested_values():
@@ -215,3 +209,84 @@ def test_gateway_key_problems_name_the_key_by_its_number_only():
         "key number 3: priority 1.5 is not a whole number",
     ]
     assert switchyard.gateway_key_problems([{"key": GOOD_KEY, "name": "batch", "max_in_flight": 2}]) == []
+
+
+@pytest.mark.parametrize(
+    ("url", "bare"),
+    [
+        ("https://user:s3cr%40t@mirror.example:8443/pypi/simple/", "https://mirror.example:8443/pypi/simple/"),
+        ("https://token@hf-mirror.example", "https://hf-mirror.example"),
+        ("http://user:@[fd00::1]:8765/cuda/", "http://[fd00::1]:8765/cuda/"),
+        ("https://mirror.example/simple/?q=a@b", "https://mirror.example/simple/?q=a@b"),
+        ("https://mirror.example/simple/", "https://mirror.example/simple/"),
+    ],
+)
+def test_url_without_credentials_keeps_all_but_the_user_and_password(url, bare):
+    assert switchyard.url_without_credentials(url) == bare
+
+
+def test_url_credentials_are_decoded():
+    credentials = switchyard.url_credentials("https://us%3Aer:s3cr%40t@mirror.example/")
+    assert credentials == {"login": "us:er", "password": "s3cr@t"}
+    assert switchyard.url_credentials("https://mirror.example/") == {}
+
+
+def test_apt_auth_entry_names_the_repository_with_its_scheme_without_its_credentials():
+    entry = switchyard.apt_auth_entry("https://user:s3cr%40t@mirror.example:8443/cuda/repos/")
+    assert entry == "machine https://mirror.example:8443/cuda/repos/ login user password s3cr@t"
+    assert switchyard.apt_auth_entry("https://mirror.example/cuda/") == ""
+
+
+def test_pip_index_config_is_read_as_pip_reads_its_files(tmp_path):
+    """pip reads its configuration files with RawConfigParser: a %-encoded password stays as is."""
+    config = tmp_path / "pip.conf"
+    for index_url in ("https://user:p%40ss@mirror.example/simple/", ""):
+        config.write_text(switchyard.pip_index_config(index_url))
+        parser = RawConfigParser()
+        parser.read(config)
+        read = {f"{section}.{key}": value for section in parser.sections() for key, value in parser.items(section)}
+        assert read == ({"global.index-url": index_url} if index_url else {})
+
+
+def test_gpu_flags_name_each_gpu_as_its_engine_takes_it():
+    assert switchyard.gpu_flags("podman", ["all"]) == ["--device", "nvidia.com/gpu=all"]
+    assert switchyard.gpu_flags("podman", ["0", "GPU-1a"]) == [
+        "--device", "nvidia.com/gpu=0", "--device", "nvidia.com/gpu=GPU-1a",
+    ]  # fmt: skip
+    assert switchyard.gpu_flags("docker", ["all"]) == ["--gpus", "all"]
+    assert switchyard.gpu_flags("docker", ["0", "2"]) == ["--gpus", '"device=0,2"']
+
+
+# As nvidia-smi -L prints a host with a whole GPU and one split into MIG devices.
+NVIDIA_SMI_L = """GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-5a3c4d1e-0f6b-7c8d-9e0f-1a2b3c4d5e6f)
+GPU 1: NVIDIA A100-SXM4-40GB (UUID: GPU-0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0)
+  MIG 3g.20gb     Device  0: (UUID: MIG-11111111-2222-3333-4444-555555555555)
+  MIG 3g.20gb     Device  1: (UUID: MIG-66666666-7777-8888-9999-000000000000)
+"""
+
+
+def test_gpu_ids_are_the_indices_and_uuids_nvidia_smi_lists():
+    assert switchyard.gpu_ids(NVIDIA_SMI_L) == [
+        "0", "GPU-5a3c4d1e-0f6b-7c8d-9e0f-1a2b3c4d5e6f",
+        "1", "GPU-0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0",
+        "1:0", "MIG-11111111-2222-3333-4444-555555555555",
+        "1:1", "MIG-66666666-7777-8888-9999-000000000000",
+    ]  # fmt: skip
+    assert switchyard.gpu_ids("") == []
+
+
+def test_gpu_shares_add_up_per_gpu():
+    def share(value: float, *devices: str) -> dict:
+        return {"share": value, "devices": list(devices)}
+
+    one_gpu = {"llm_vllm_gpu_mem_util": share(0.65, "all"), "llm_embedding_gpu_mem_util": share(0.4, "all")}
+    assert switchyard.gpu_share_problems(one_gpu) == [
+        "the GPU: llm_vllm_gpu_mem_util = 0.65, llm_embedding_gpu_mem_util = 0.4"
+    ]
+    apart = {"llm_vllm_gpu_mem_util": share(0.9, "0"), "llm_embedding_gpu_mem_util": share(0.9, "1")}
+    assert switchyard.gpu_share_problems(apart) == []
+    shared = apart | {"llm_reranker_gpu_mem_util": share(0.2, "all")}
+    assert switchyard.gpu_share_problems(shared) == [
+        "GPU 0: llm_vllm_gpu_mem_util = 0.9, llm_reranker_gpu_mem_util = 0.2",
+        "GPU 1: llm_embedding_gpu_mem_util = 0.9, llm_reranker_gpu_mem_util = 0.2",
+    ]

@@ -85,6 +85,25 @@ def test_gpu_access_matches_the_engine(units, name, engine, gpu):
         assert docker_gpus and not cdi
 
 
+@pytest.mark.parametrize(
+    ("name", "podman_devices", "docker_gpus"),
+    [
+        ("vllm", ["nvidia.com/gpu=0"], '"device=0"'),
+        ("embedding", ["nvidia.com/gpu=1"], '"device=1"'),
+        ("reranker", ["nvidia.com/gpu=1", "nvidia.com/gpu=GPU-5a3c4d1e-0f6b-7c8d-9e0f-1a2b3c4d5e6f"],
+         '"device=1,GPU-5a3c4d1e-0f6b-7c8d-9e0f-1a2b3c4d5e6f"'),
+    ],
+)  # fmt: skip
+def test_each_service_gets_the_gpus_of_its_own_setting(units, name, podman_devices, docker_gpus):
+    podman = exec_start(units / f"{name}-podman-gpu-devices.service")
+    assert [podman[index + 1] for index, word in enumerate(podman) if word == "--device"][: len(podman_devices)] == (
+        podman_devices
+    )
+    assert "nvidia.com/gpu=all" not in podman
+    docker = exec_start(units / f"{name}-docker-gpu-devices.service")
+    assert option(docker, "--gpus") == docker_gpus
+
+
 @pytest.mark.parametrize("name", SERVICES)
 def test_podman_units_hand_systemd_the_container_state(units, name):
     text = (units / f"{name}-podman-gpu.service").read_text()
@@ -154,6 +173,7 @@ def test_every_container_is_confined_and_reads_its_models_read_only(units, name,
     assert "--cap-drop=all" in argv and not any(arg.startswith("--cap-add") for arg in argv)
     assert "--security-opt=no-new-privileges" in argv
     assert "--pids-limit=4096" in argv
+    assert "--ipc=private" in argv and "--ipc" not in argv  # not the host's (--ipc host)
     assert "--privileged" not in argv
     volumes = [argv[index + 1] for index, arg in enumerate(argv) if arg == "--volume"]
     # Ollama manages its own store: pull_model_ollama.sh pulls through the running server.
@@ -183,7 +203,7 @@ def test_vllm_unit_carries_the_seed_settings(units):
         "--port": "8000",
     }
     assert {flag: option(argv, flag) for flag in expected} == expected
-    assert "--ipc" in argv
+    assert option(argv, "--shm-size") == "8g"
     # The revision the models role downloaded, not whatever the Hub serves at start.
     assert option(argv, "--revision") == "main"
 
@@ -277,8 +297,9 @@ def test_infinity_serves_under_v1_offline_and_reports_nothing(units):
 @pytest.mark.parametrize("engine", ENGINES)
 def test_rendered_units_pass_systemd_analyze_verify(units, engine):
     files = sorted(str(path) for path in units.glob(f"*-{engine}-*.service"))
-    # Backends x GPU (6) and the pooling services' variants (12); with Podman, vLLM's priority one.
-    assert len(files) == 18 + (engine == "podman")
+    # Backends x GPU (6), the pooling services' variants (12), the services on GPUs of their own
+    # (3); with Podman, vLLM's priority one.
+    assert len(files) == 21 + (engine == "podman")
     env = dict(os.environ)
     # The readiness probe is installed by the role before it verifies; not on this machine.
     tolerated = f"Command {PROBE} is not executable"

@@ -130,7 +130,7 @@ PHASES: list[Phase] = [
     Scenario(
         "molecule gpu",
         needs=(SANDBOX, DOUBLES),
-        services=(("python3", "-m", "http.server", "8765", "--bind", "127.0.0.1", "--directory", ".cache/gpu-repo"),),
+        services=(("python3", "molecule/gpu/serve_repo.py", ".cache/gpu-repo"),),
     ),
     Scenario("molecule docker", needs=(SANDBOX, DOUBLES)),
 ]

@@ -1,8 +1,9 @@
 """What a user observes on the host after `ansible-playbook site.yml` with llama.cpp."""
 
 import json
+import sys
 
-from conftest import backend_containers
+from conftest import PROJECT, backend_containers
 
 SERVED_NAME = "tiny-llama"
 CHAT = {"model": SERVED_NAME, "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 8}
@@ -56,6 +57,28 @@ def test_installed_units_verify(host):
     units = " ".join(f"/etc/systemd/system/llm-{name}.service" for name in ("backend", "embedding", "reranker"))
     result = host.run(f"systemd-analyze verify {units}")
     assert result.rc == 0, result.stderr
+
+
+# Words an operator may give in llm_*_extra_args that systemd would split, expand or unescape.
+AWKWARD_WORDS = ["a b", "100%", "%n", "$HOME", "${X}", "it's", 'say "hi"', "back\\slash", "tab\\there", ";", "x;y", ""]
+
+
+def test_extra_args_reach_the_process_word_for_word(host):
+    """The quoting the units' Exec= lines get (filter_plugins/switchyard.py, systemd_argv), as
+    the host's own systemd reads it back: a throwaway unit prints the argv it was given."""
+    sys.path.insert(0, str(PROJECT / "filter_plugins"))
+    from switchyard import systemd_argv
+
+    print_argv = "/usr/bin/python3 -c 'import json, sys; print(json.dumps(sys.argv[1:]))'"
+    unit = f"[Service]\nType=oneshot\nExecStart={print_argv}{systemd_argv(AWKWARD_WORDS)}\n"
+    path = "/run/systemd/system/switchyard-argv-probe.service"
+    host.run_expect([0], f"cat > {path} <<'UNIT'\n{unit}UNIT")
+    try:
+        host.run_expect([0], "systemctl daemon-reload && systemctl start switchyard-argv-probe.service")
+        printed = host.check_output("journalctl --unit switchyard-argv-probe --output cat --no-pager | grep '^\\['")
+        assert json.loads(printed.splitlines()[-1]) == AWKWARD_WORDS
+    finally:
+        host.run(f"rm -f {path} && systemctl daemon-reload")
 
 
 def test_the_servers_own_log_and_the_readiness_probe_reach_the_journal(host):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -27,6 +28,8 @@ HUB_PORT = 8766
 GGUF_REPO, GGUF = "switchyard/tiny-gguf", "tiny-downloaded.gguf"
 EMBEDDER_REPO = "switchyard/tiny-embedder"
 TOKEN = "hf_switchyard_stand_in_token_0001"
+# In the run lock's runtime directory: gone with the lock, however the run ends.
+TOKEN_FILE = "/run/switchyard-run/hf-token"
 
 
 @dataclass
@@ -122,7 +125,7 @@ def test_snapshot_lands_as_a_cache_entry_and_the_token_is_neither_shown_logged_n
     log = tmp_path / "run.log"
     with log.open("w") as output:
         run = subprocess.Popen(command, cwd=PROJECT, env=PLAYBOOK_ENV, stdout=output, stderr=subprocess.STDOUT)
-    watch = "ps -eo args; cat /proc/[0-9]*/environ | tr '\\0' '\\n'; stat -c %a:%U /run/switchyard-hf-token"
+    watch = "ps -eo args; cat /proc/[0-9]*/environ | tr '\\0' '\\n'; stat -c %a:%U /run/switchyard-run/hf-token"
     seen_downloading, token_file_modes = False, set()
     while run.poll() is None:
         processes = host.run(watch).stdout
@@ -138,10 +141,40 @@ def test_snapshot_lands_as_a_cache_entry_and_the_token_is_neither_shown_logged_n
     assert TOKEN not in output
     snapshots = "/var/lib/switchyard/huggingface/hub/models--switchyard--tiny-embedder/snapshots"
     assert "BertModel" in host.check_output(f"cat {snapshots}/*/config.json")
-    assert not host.file("/run/switchyard-hf-token").exists
+    assert not host.file(TOKEN_FILE).exists
     stored = host.run(f"grep -rl {TOKEN} /etc /root /run /var/lib/switchyard /opt/switchyard /tmp /var/log")
     assert stored.rc == 1, f"the token is stored on the host: {stored.stdout}"
     assert TOKEN not in host.check_output("journalctl --no-pager -o cat"), "the token is in the journal"
+
+
+def test_a_run_interrupted_during_the_downloads_leaves_no_token_behind(host, hub):
+    """Ctrl-C while the token file is there: ansible-playbook ends without its `always`
+    cleanup, and the file goes with the run lock that its guard releases."""
+    embedder = ("llm_embedding_enabled=true", f"llm_embedding_model={EMBEDDER_REPO}")
+    settings = from_hub(hub, *embedder, f"models_hf_token={TOKEN}")
+    # Downloaded again: the token file stays for the time of a download.
+    host.run_expect([0], f"rm -f /var/lib/switchyard/models-complete/{EMBEDDER_REPO.replace('/', '--')}@*")
+    command = site_command(PROJECT / "molecule/default", *settings, playbook="playbooks/models.yml")
+    run = subprocess.Popen(
+        command, cwd=PROJECT, env=PLAYBOOK_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not host.file(TOKEN_FILE).exists:
+        assert run.poll() is None, "the run ended before the token file was seen"
+        assert time.monotonic() < deadline, "the token file never appeared"
+        time.sleep(0.1)
+    os.killpg(run.pid, signal.SIGINT)
+    run.wait()
+    died = time.monotonic()
+    while host.file(TOKEN_FILE).exists:
+        assert time.monotonic() - died < 10, "the token file outlived the interrupted run by 10 s"
+        time.sleep(0.1)
+    print(f"the token file was gone {time.monotonic() - died:.1f} s after the run died")
+    stored = host.run(f"grep -rl {TOKEN} /run /tmp")
+    assert stored.rc == 1, f"the token is stored on the host: {stored.stdout}"
+    again = subprocess.run(command, cwd=PROJECT, env=PLAYBOOK_ENV, capture_output=True, text=True, check=False)
+    assert again.returncode == 0, "the next run converges: " + again.stdout[-3000:]
 
 
 def test_the_download_scripts_take_the_originals_arguments(hub, tmp_path):

@@ -6,6 +6,7 @@ scenario's last test. The runs here are scoped to the services play (--tags serv
 operator changing a service setting runs it: the unit, its restart and its rollback are there.
 """
 
+import re
 import subprocess
 import time
 
@@ -77,9 +78,14 @@ def test_services_come_back_after_the_host_restarts(host, gateway):
     print(f"host restarted: the gateway served a completion {answered:.1f} s after the host started")
     for unit in ("llm-backend", "llm-gateway"):
         assert host.service(unit).is_running
-    # Embedding and reranker come back too (their start may end after the backend's).
-    while time.monotonic() - started < 180 and not all(
-        host.service(unit).is_running for unit in ("llm-embedding", "llm-reranker")
-    ):
-        time.sleep(1)
-    assert host.service("llm-embedding").is_running and host.service("llm-reranker").is_running
+    # Embedding and reranker come back too, each within its unit's start limit (on this
+    # machine's two cores their loads, at once, may end well after the backend's), at the first
+    # start: a start that failed and was restarted shows in NRestarts.
+    for unit in ("llm-embedding", "llm-reranker"):
+        unit_file = host.file(f"/etc/systemd/system/{unit}.service").content_string
+        limit_s = int(re.search(r"^TimeoutStartSec=(\d+)$", unit_file, re.MULTILINE).group(1))
+        while not host.service(unit).is_running and time.monotonic() - started < 30 + limit_s:
+            time.sleep(1)
+        state = host.check_output(f"systemctl show --property=ActiveState,SubState,NRestarts {unit}")
+        assert host.service(unit).is_running and "NRestarts=0" in state, f"{unit}: {state}"
+    print(f"host restarted: embedding and reranker serving {time.monotonic() - started:.1f} s after the host started")

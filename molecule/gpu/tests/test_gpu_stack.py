@@ -6,6 +6,8 @@ the pin, dpkg holds, Podman's CDI injection - is real.
 """
 
 import json
+import re
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -19,6 +21,17 @@ def test_repository_is_a_signed_deb822_source(host, name):
     assert f"Signed-By: /etc/apt/keyrings/{name}.asc" in source.content_string
     assert "Suites: /" in source.content_string
     assert "BEGIN PGP PUBLIC KEY BLOCK" in host.file(f"/etc/apt/keyrings/{name}.asc").content_string
+
+
+def test_a_mirrors_credentials_reach_apt_only_through_roots_auth_file(host):
+    """The toolkit's URLs carry a user and password (the fixture's server refuses requests
+    without them, so its key and packages being installed shows that get_url and apt sent them)."""
+    assert "fixture-secret" not in host.file("/etc/apt/sources.list.d/nvidia-container-toolkit.sources").content_string
+    auth = host.file("/etc/apt/auth.conf.d/switchyard-nvidia.conf")
+    assert (auth.user, auth.group, auth.mode) == ("root", "root", 0o600)
+    assert "machine http://127.0.0.1:8765/libnvidia-container/ login switchyard-test password fixture-secret" in (
+        auth.content_string.splitlines()
+    )
 
 
 def test_driver_branch_is_pinned(host):
@@ -37,12 +50,38 @@ def test_driver_is_held_and_the_container_toolkit_is_not(host):
     assert "nvidia-container-toolkit" not in held
 
 
-def test_unattended_upgrades_leave_nvidia_packages_alone(host):
-    """As apt itself reads the configuration (unattended-upgrades asks apt for this list)."""
-    dump = host.check_output("apt-config dump Unattended-Upgrade::Package-Blacklist")
-    prefix = "Unattended-Upgrade::Package-Blacklist:: "
-    listed = [line.split('"')[1] for line in dump.splitlines() if line.startswith(prefix)]
-    assert {"nvidia-", "libnvidia-", "cuda-"} <= set(listed), dump
+def apt_config_list(host, name: str) -> list[str]:
+    """A list setting as apt itself reads the configuration (unattended-upgrades asks apt)."""
+    prefix = f"{name}:: "
+    dump = host.check_output(f"apt-config dump {name}")
+    return [line.split('"')[1] for line in dump.splitlines() if line.startswith(prefix)]
+
+
+@pytest.mark.parametrize(
+    ("package", "upgraded"),
+    [
+        ("nvidia-driver-580-open", False),
+        ("nvidia-utils-580-server", False),
+        ("libnvidia-compute-580", False),
+        ("linux-modules-nvidia-580-server-open-generic", True),  # follows the kernel (held per kernel)
+        ("cuda-toolkit-12-8", False),
+        ("nvidia-container-toolkit", True),
+        ("nvidia-container-toolkit-base", True),
+        ("libnvidia-container1", True),
+        ("libnvidia-container-tools", True),
+    ],
+)
+def test_unattended_upgrades_leave_the_driver_alone_and_update_the_container_toolkit(host, package, upgraded):
+    """unattended-upgrades skips a package when one of its blacklist's Python regular
+    expressions matches the start of its name (re.match)."""
+    blacklist = apt_config_list(host, "Unattended-Upgrade::Package-Blacklist")
+    assert any(re.match(pattern, package) for pattern in blacklist) != upgraded, blacklist
+
+
+def test_unattended_upgrades_take_the_container_toolkit_from_nvidias_repository(host):
+    source = host.file("/etc/apt/sources.list.d/nvidia-container-toolkit.sources").content_string
+    site = urlsplit(re.search(r"^URIs: (\S+)", source, re.MULTILINE).group(1)).hostname
+    assert f"site={site}" in apt_config_list(host, "Unattended-Upgrade::Origins-Pattern")
 
 
 def test_nouveau_is_blacklisted(host):
@@ -106,12 +145,26 @@ def test_after_the_reboot_the_spec_is_made_from_the_loaded_driver_and_the_gpu_co
     assert len(cdi_generations(host)) == 1
 
 
-def test_container_sees_the_gpu_through_cdi(host):
+@pytest.mark.parametrize("name", ["all", "0", "GPU-00000000-0000-0000-0000-000000000000"])
+def test_container_sees_the_gpu_through_cdi(host, name):
+    """By each name the units may give it (llm_*_gpu_devices)."""
     listing = host.check_output(
-        "podman run --rm --device nvidia.com/gpu=all --entrypoint nvidia-smi"
+        f"podman run --rm --device nvidia.com/gpu={name} --entrypoint nvidia-smi"
         " localhost/switchyard/ollama-test-double:latest -L"
     )
     assert listing.startswith("GPU 0:")
+
+
+def test_a_service_given_a_gpu_the_host_lacks_fails_before_any_change(host, run_site):
+    """As nvidia-smi -L lists the host's GPUs (the double: one, index 0)."""
+    run = run_site('{"llm_backend_gpu_devices": ["0", "7"]}', playbook="playbooks/services.yml")
+    assert run.returncode != 0
+    assert (
+        "llm_backend_gpu_devices names 7, which `nvidia-smi -L` does not list: the host has 0,"
+        " GPU-00000000-0000-0000-0000-000000000000."
+    ) in " ".join(run.output.split())
+    # The llm role's first change would have been its directories.
+    assert not host.file("/var/lib/switchyard/llamacpp").exists
 
 
 def test_the_timer_writes_the_status_the_gateway_shows(host):
