@@ -153,6 +153,48 @@ def test_a_failed_switch_stops_the_run_at_its_host_and_leaves_the_fleet_serving(
         assert router_state(host, name)["serving"], name
 
 
+HOLD_MARK = "/run/switchyard-run/switching"
+
+
+def test_a_drain_that_outlasts_its_timeout_fails_the_host_and_cuts_nothing(host, run_site):
+    """A request that host A's gateway holds (a switch mark left on it by hand) keeps a router
+    session open on A past router_drain_timeout_s: the run fails the host, which stays out of
+    the router and restarts nothing; the request then ends normally, and the next run switches
+    and admits the host."""
+    backend_before = host.check_output("podman ps --filter name=llm-llamacpp --format '{{.ID}}'")
+    mark = json.dumps({"to": "llamacpp", "hold_s": 120})
+    host.run_expect([0], f"mkdir -p {os.path.dirname(HOLD_MARK)} && echo '{mark}' > {HOLD_MARK}")
+    body = {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    answers: list[int] = []
+
+    def ask() -> None:
+        with httpx.Client(headers={"x-api-key": GATEWAY_KEY}, timeout=180) as client:
+            answers.append(client.post(ROUTER_URL + "/v1/chat/completions", json=body).status_code)
+
+    askers = []
+    while router_state(host, "switchyard-sandbox")["sessions"] == 0:  # until one lands on host A
+        assert len(askers) < 10, "no request reached host A"
+        askers.append(threading.Thread(target=ask))
+        askers[-1].start()
+        time.sleep(0.5)
+    run = run_site("llm_max_model_len=384", "router_drain_timeout_s=3")
+    assert run.returncode != 0
+    assert (
+        "switchyard-sandbox still carries 1 request(s) from the routers after 3 s (router_drain_timeout_s)."
+        " It stays out of the routers, finishing them, and its services were not restarted."
+    ) in " ".join(run.output.split())
+    assert router_state(host, "switchyard-sandbox")["drained"]
+    assert host.check_output("podman ps --filter name=llm-llamacpp --format '{{.ID}}'") == backend_before
+    host.run(f"rm -f {HOLD_MARK}")  # the run's lock took its directory with it; in case it did not
+    for asker in askers:
+        asker.join()
+    assert answers == [200] * len(askers), answers
+    again = run_site()
+    assert again.returncode == 0, again.output
+    for name in HOSTS:
+        assert router_state(host, name)["serving"], name
+
+
 def fleet_status(run_site, directory: Path) -> dict[str, list[str]]:
     """playbooks/status.yml's Markdown report: host -> its cells."""
     report_file = directory / "fleet-status.md"

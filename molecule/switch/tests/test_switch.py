@@ -32,6 +32,8 @@ from conftest import (
     traffic,
 )
 
+POOLING_UNITS = ("llm-embedding", "llm-reranker")
+
 
 @contextmanager
 def outage_watch(model: str) -> Iterator[dict[str, float]]:
@@ -182,6 +184,9 @@ def test_llamacpp_to_a_broken_ollama_model_rolls_back_to_llamacpp(host, run_site
     request loads them. The switch must see that and put llama.cpp back."""
     blob = blob_of(host, TINY_MANIFEST)
     host.check_output(f"cp {blob} /root/good-blob && printf x >> {blob}")
+    # llm_health_timeout changes the embedding and reranker units too: the failed switch calls
+    # off their restarts, and their units go back to the running ones, for the next run to redo.
+    pooling_units = {unit: host.file(f"/etc/systemd/system/{unit}.service").content_string for unit in POOLING_UNITS}
     try:
         with outage_watch("tiny-llama") as outage:
             started = time.monotonic()
@@ -194,6 +199,9 @@ def test_llamacpp_to_a_broken_ollama_model_rolls_back_to_llamacpp(host, run_site
         assert took < 300, f"the failed switch took {took:.0f} s"
         assert_llamacpp_serving(host, http)
         assert_gateway_routes_to(gateway, "llamacpp")
+        for unit, content in pooling_units.items():
+            assert host.file(f"/etc/systemd/system/{unit}.service").content_string == content, unit
+            assert "NeedDaemonReload=no" in host.check_output(f"systemctl show --property=NeedDaemonReload {unit}")
         print(f"llama.cpp -> broken Ollama: llama.cpp unanswered for {outage['longest_outage_s']:.1f} s in all")
     finally:
         host.check_output(f"mv /root/good-blob {blob}")
