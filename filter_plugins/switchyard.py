@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
@@ -109,6 +110,15 @@ def is_loopback(address: Any) -> bool:
     """Whether only this host can reach an address (127.0.0.0/8, ::1); not an address: False."""
     try:
         return ipaddress.ip_address(str(address)).is_loopback
+    except ValueError:
+        return False
+
+
+def is_private_address(address: Any) -> bool:
+    """Whether an IP address is one of a private network or this host (RFC 1918, loopback,
+    link-local, fc00::/7); not an address: False."""
+    try:
+        return ipaddress.ip_address(str(address)).is_private
     except ValueError:
         return False
 
@@ -348,6 +358,32 @@ def fleet_status_row(
     }
 
 
+def router_view(hosts: Iterable[str], shown: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """What one router says of each host, from `router-ctl show` of each (in `hosts` order):
+    serving, drained, maintenance, down, or `not listed` (not in its configuration)."""
+    view = {}
+    for host, result in zip(hosts, shown, strict=True):
+        if result.get("rc") != 0:
+            view[host] = "not listed"
+            continue
+        state = json.loads(result["stdout"])
+        view[host] = next(
+            (word for word in ("maintenance", "drained") if state[word]), "serving" if state["up"] else "down"
+        )
+    return view
+
+
+def router_column(views: Mapping[str, Any], host: str) -> str:
+    """A host's cell in the fleet's status: what its routers say of it ('?' from one that did
+    not answer), each named when there are several; `no router` outside a fleet."""
+    if not views:
+        return "no router"
+    words = {router: (view or {}).get(host, "?") for router, view in views.items()}
+    if len(words) == 1:
+        return next(iter(words.values()))
+    return ", ".join(f"{router}: {word}" for router, word in words.items())
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
@@ -358,6 +394,7 @@ class FilterModule:
             "probe_host": probe_host,
             "is_ip_address": is_ip_address,
             "is_loopback": is_loopback,
+            "is_private_address": is_private_address,
             "is_system_directory": is_system_directory,
             "systemd_argv": systemd_argv,
             "with_control_characters": with_control_characters,
@@ -372,6 +409,8 @@ class FilterModule:
             "gpu_ids": gpu_ids,
             "gpu_share_problems": gpu_share_problems,
             "fleet_status_row": fleet_status_row,
+            "router_view": router_view,
+            "router_column": router_column,
             "gateway_keys": gateway_keys,
             "gateway_key_problems": gateway_key_problems,
             "gateway_key_line": gateway_key_line,

@@ -111,9 +111,10 @@ def repeating(action: Callable[[], None], every_s: float) -> Iterator[None]:
 
 
 @contextmanager
-def traffic(url: str, pause_s: float = 0) -> Iterator[list[Outcome]]:
-    """Four clients of `url` with the sandbox's key, two of them streaming (scripts/clients.py)."""
-    with clients.traffic(url, GATEWAY_KEY, pause_s=pause_s) as outcomes:
+def traffic(url: str, pause_s: float = 0, verify: str | bool = True) -> Iterator[list[Outcome]]:
+    """Four clients of `url` with the sandbox's key, two of them streaming (scripts/clients.py);
+    `verify`: the CA file an https URL's certificate is checked against."""
+    with clients.traffic(url, GATEWAY_KEY, pause_s=pause_s, verify=verify) as outcomes:
         yield outcomes
 
 

@@ -16,12 +16,18 @@ Outcome = tuple[bool, float, str]
 
 
 def drive_client(
-    url: str, key: str, stop: threading.Event, stream: bool, outcomes: list[Outcome], pause_s: float = 0
+    url: str,
+    key: str,
+    stop: threading.Event,
+    stream: bool,
+    outcomes: list[Outcome],
+    pause_s: float = 0,
+    verify: str | bool = True,
 ) -> None:
     """One client of `url` (a gateway, or the router in front of gateways), in a loop until
-    `stop`, `pause_s` between requests."""
+    `stop`, `pause_s` between requests; `verify`: the CA file of an https URL's certificate."""
     body = {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8, "stream": stream}
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=300) as client:
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=300, verify=verify) as client:
         while not stop.is_set():
             started = time.monotonic()
             try:
@@ -40,14 +46,16 @@ def drive_client(
 
 
 @contextmanager
-def traffic(url: str, key: str, clients: int = 4, pause_s: float = 0) -> Iterator[list[Outcome]]:
+def traffic(
+    url: str, key: str, clients: int = 4, pause_s: float = 0, verify: str | bool = True
+) -> Iterator[list[Outcome]]:
     """`clients` clients of `url`, every other one streaming, for as long as the block runs;
     yields their outcomes as they come. With `pause_s`, each waits that long between requests
     (steady traffic rather than all the machine can take)."""
     stop = threading.Event()
     outcomes: list[Outcome] = []
     threads = [
-        threading.Thread(target=drive_client, args=(url, key, stop, index % 2 == 0, outcomes, pause_s))
+        threading.Thread(target=drive_client, args=(url, key, stop, index % 2 == 0, outcomes, pause_s, verify))
         for index in range(clients)
     ]
     for thread in threads:

@@ -192,8 +192,23 @@ FLEET_CASES = [
         "has gateway_auth: false and the router listens on 0.0.0.0",
     ),
     ("{}", {"router_worker_address": "10.0.0.5", "gateway_bind_address": "127.0.0.1"}, "listens on 127.0.0.1 only"),
-    ('{"gateway_api_key": "sk-comment#cut-0001"}', {}, "a character HAProxy's configuration would read as syntax"),
-    ('{"gateway_api_key": "sk-percent%{expanded}"}', {}, "a character HAProxy's configuration would read as syntax"),
+    (
+        "router_tls_certificate_file=/nonexistent/router.crt",
+        {},
+        "router_tls_certificate_file (/nonexistent/router.crt) and router_tls_key_file (unset) go together",
+    ),
+    (
+        '{"router_tls_certificate_file": "/nonexistent/router.crt", "router_tls_key_file": "/nonexistent/router.key"}',
+        {},
+        "set both to PEM files on this control node",
+    ),
+    ("{}", {}, "The router listens on 0.0.0.0 (router_bind_address) in plain HTTP"),
+    ("router_bind_address=192.168.1.10", {}, "The router listens on 192.168.1.10 (router_bind_address) in plain HTTP"),
+    (
+        "router_bind_address=127.0.0.1",
+        {"router_worker_address": "8.8.4.4", "gateway_bind_address": "0.0.0.0"},
+        "The router reaches bad-input-host-2 on 8.8.4.4 (router_worker_address), a public address",
+    ),
 ]
 
 
@@ -224,7 +239,23 @@ def test_a_run_limited_to_part_of_a_fleet_is_refused_before_any_role_runs(tmp_pa
 
 
 def test_a_good_fleet_passes_the_check(tmp_path):
-    returncode, report = run_site(tmp_path, "fleet_serial=50%", playbook="playbooks/check.yml", second_host={})
+    """Two hosts behind a router that serves TLS on every address, reaching one of them on a
+    private address, the other by name; their key holds what HAProxy's configuration would
+    read as syntax, which is fine: the router's health checks need no key."""
+    tls = {
+        "router_tls_certificate_file": str(tmp_path / "router.crt"),
+        "router_tls_key_file": str(tmp_path / "router.key"),
+    }
+    for path in tls.values():
+        Path(path).write_text("-----BEGIN PEM-----\n")
+    second_host = {"router_worker_address": "10.0.0.5", "gateway_bind_address": "0.0.0.0"}
+    returncode, report = run_site(
+        tmp_path,
+        "fleet_serial=50%",
+        json.dumps(tls | {"gateway_api_key": "sk-#cut-%{expanded}-'quoted'-0001"}),
+        playbook="playbooks/check.yml",
+        second_host=second_host,
+    )
     failed = [result for _play, _task, result in tasks_that_ran(report) if result.get("failed")]
     assert (returncode, failed) == (0, [])
 
@@ -261,3 +292,15 @@ def test_a_keyless_gateway_passes_on_loopback_or_when_opted_in(tmp_path, extra_v
     returncode, report = run_site(tmp_path, extra_vars, playbook="playbooks/check.yml")
     failed = [result for _play, _task, result in tasks_that_ran(report) if result.get("failed")]
     assert (returncode, failed) == (0, [])
+
+
+@pytest.mark.parametrize("hosts", ["nope", "[]", '{"decommission_hosts": ["bad-input-host", "nope"]}'])
+def test_decommissioning_a_host_the_inventory_lacks_is_refused_before_anything_changes(tmp_path, hosts):
+    extra = hosts if hosts.startswith("{") else f"decommission_hosts={hosts}"
+    returncode, report = run_site(tmp_path, extra, playbook="playbooks/decommission.yml")
+    assert returncode != 0
+    plays = [play for play in report["plays"] if any(task["hosts"] for task in play["tasks"])]
+    assert [play["play"]["name"] for play in plays] == ["Check the hosts to decommission"]
+    failed = [result for task in plays[0]["tasks"] for result in task["hosts"].values() if result.get("failed")]
+    assert len(failed) == 1
+    assert "names hosts of llm_hosts to take out of service" in what_the_user_reads(failed[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from configparser import RawConfigParser
 from pathlib import Path
@@ -290,3 +291,36 @@ def test_gpu_shares_add_up_per_gpu():
         "GPU 0: llm_vllm_gpu_mem_util = 0.9, llm_reranker_gpu_mem_util = 0.2",
         "GPU 1: llm_embedding_gpu_mem_util = 0.9, llm_reranker_gpu_mem_util = 0.2",
     ]
+
+
+def shown(up: bool, drained: bool = False, maintenance: bool = False) -> dict:
+    """One `router-ctl show` task result."""
+    state = {"up": up, "drained": drained, "maintenance": maintenance, "serving": up and not (drained or maintenance)}
+    return {"rc": 0, "stdout": json.dumps(state | {"sessions": 0, "others_serving": 1, "changed": False})}
+
+
+def test_router_view_names_each_hosts_state():
+    hosts = ["a", "b", "c", "d", "e"]
+    results = [shown(True), shown(True, drained=True), shown(False, maintenance=True), shown(False), {"rc": 1}]
+    assert switchyard.router_view(hosts, results) == {
+        "a": "serving",
+        "b": "drained",
+        "c": "maintenance",
+        "d": "down",
+        "e": "not listed",
+    }
+
+
+def test_router_column_names_the_routers_only_when_there_are_several():
+    assert switchyard.router_column({}, "a") == "no router"
+    assert switchyard.router_column({"r1": {"a": "drained"}}, "a") == "drained"
+    assert switchyard.router_column({"r1": {"a": "serving"}, "r2": None}, "a") == "r1: serving, r2: ?"
+
+
+@pytest.mark.parametrize(
+    ("address", "private"),
+    [("10.1.2.3", True), ("192.168.0.9", True), ("127.0.0.1", True), ("fd00::5", True), ("8.8.4.4", False),
+     ("2001:4860::8888", False), ("gpu-01.example.internal", False)],
+)  # fmt: skip
+def test_is_private_address(address, private):
+    assert switchyard.is_private_address(address) is private

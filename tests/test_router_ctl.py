@@ -36,6 +36,8 @@ class Server:
     op: int
     admin: int
     sessions: int = 0
+    # False: not checked since HAProxy started, its first check in progress.
+    checked: bool = True
 
 
 @dataclass
@@ -65,6 +67,8 @@ class AdminSocket:
             cells = row.split()
             server = self.servers[cells[3]]
             cells[5], cells[6] = str(server.op), str(server.admin)
+            if not server.checked:
+                cells[10], cells[13] = "0", "7"  # srv_check_status, srv_check_state
             out.append(" ".join(cells))
         return "\n".join(out) + "\n\n"
 
@@ -165,6 +169,78 @@ def test_an_operators_maintenance_is_left_as_it_is(admin_socket):
 
 def test_an_unknown_server_is_named_with_the_known_ones(admin_socket):
     returncode, message = router_ctl(admin_socket, "drain", "gpu-z")
-    assert returncode == 1
+    assert returncode == 4
     assert "gpu-z is not a server of the router's llm_hosts (known: gpu-a, gpu-b, gpu-c)" in message
     assert commands_sent(admin_socket) == []
+
+
+CONFIG = """global
+    server-state-file /var/lib/haproxy/switchyard-server-state
+
+backend llm_hosts
+    default-server check inter 1000ms fall 2 rise 2
+    server gpu-a 127.0.0.1:9001
+    server gpu-b 127.0.0.1:9002
+    server gpu-c 10.0.0.3:9003
+    server gpu-d gpu-d.example:8080
+"""
+
+
+def save(admin_socket: AdminSocket | None, tmp_path: Path) -> dict[str, list[str]]:
+    """router-ctl save for CONFIG; the state file's rows by server name."""
+    (tmp_path / "haproxy.cfg").write_text(CONFIG)
+    state_file = tmp_path / "server-state"
+    path = admin_socket.path if admin_socket else str(tmp_path / "no-haproxy.sock")
+    subprocess.run(
+        [sys.executable, str(ROUTER_CTL), path, "save", str(tmp_path / "haproxy.cfg"), str(state_file)],
+        check=True, timeout=30,
+    )  # fmt: skip
+    version, header, *rows = state_file.read_text().splitlines()
+    assert (version, header) == ("1", (RECORDED / "show-servers-state.txt").read_text().splitlines()[1])
+    return {row.split()[3]: row.split() for row in rows}
+
+
+def test_save_keeps_the_running_states_and_starts_new_or_moved_hosts_down(admin_socket, tmp_path):
+    """gpu-a and gpu-b stay as HAProxy runs them (gpu-b drained); gpu-c moved to another
+    address and keeps its drain but starts down, as gpu-d, new, does; nothing else is listed."""
+    recorded = {
+        row.split()[3]: row.split() for row in (RECORDED / "show-servers-state.txt").read_text().splitlines()[2:] if row
+    }
+    admin_socket.servers["gpu-c"] = Server(RUNNING, DRAIN)
+    rows = save(admin_socket, tmp_path)
+    assert list(rows) == ["gpu-a", "gpu-b", "gpu-c", "gpu-d"]
+    assert rows["gpu-a"] == recorded["gpu-a"]
+    assert rows["gpu-b"][5:7] == [str(RUNNING), str(DRAIN)]
+    # srv_addr, srv_op_state, srv_admin_state, srv_check_health, srv_fqdn, srv_port
+    assert [rows["gpu-c"][i] for i in (4, 5, 6, 12, 17, 18)] == ["10.0.0.3", "0", str(DRAIN), "0", "-", "9003"]
+    assert [rows["gpu-d"][i] for i in (4, 5, 6, 12, 17, 18)] == ["-", "0", "0", "0", "gpu-d.example", "8080"]
+    assert all(len(row) == len(recorded["gpu-a"]) for row in rows.values())
+    assert commands_sent(admin_socket) == []
+
+
+def test_save_without_a_running_haproxy_reads_the_last_file(admin_socket, tmp_path):
+    """Before a start (no admin socket), the states written at the last stop are kept."""
+    admin_socket.servers["gpu-a"] = Server(RUNNING, MAINT)
+    save(admin_socket, tmp_path)
+    rows = save(None, tmp_path)
+    assert rows["gpu-a"][5:7] == [str(RUNNING), str(MAINT)]
+    assert rows["gpu-b"][5:7] == [str(RUNNING), str(DRAIN)]
+
+
+def test_maint_puts_a_drained_host_in_maintenance_once(admin_socket):
+    returncode, state = router_ctl(admin_socket, "maint", "gpu-b")
+    assert (returncode, state["maintenance"], state["serving"], state["changed"]) == (0, True, False, True)
+    assert router_ctl(admin_socket, "maint", "gpu-b")[1]["changed"] is False
+    assert commands_sent(admin_socket) == ["set server llm_hosts/gpu-b state maint"]
+
+
+def test_save_writes_no_row_that_makes_haproxy_crash(admin_socket, tmp_path):
+    """A server not checked yet (check status 0, a check in progress: HAProxy 2.6.12's own
+    answer right after it starts) is written as initializing, with no check in progress: read
+    back as it was, those rows made HAProxy's worker segfault within 30 s, at every restart."""
+    admin_socket.servers["gpu-a"] = Server(STOPPED, 0, checked=False)
+    rows = save(admin_socket, tmp_path)
+    for row in rows.values():
+        # srv_check_status, srv_check_state, srv_agent_state
+        assert row[10] != "0" and int(row[13]) & 1 == 0 and int(row[14]) & 1 == 0, row
+    assert [rows["gpu-a"][i] for i in (5, 10, 13)] == ["0", "1", "6"]

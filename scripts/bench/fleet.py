@@ -29,25 +29,29 @@ INVENTORY = PROJECT / "molecule/fleet/inventory/hosts.yml"
 KEY = "sandbox-key-not-secret-0001"
 HEADERS = {"Authorization": f"Bearer {KEY}"}
 ROUTER_CTL = ["/usr/local/libexec/switchyard/router-ctl", "/run/haproxy/admin.sock"]
+# The router serves TLS with the sandbox's self-signed pair (scripts/sandbox/up.sh).
+ROUTER_URL = "https://127.0.0.1:8090"
+ROUTER_CA = str(PROJECT / ".cache/sandbox/router-tls/router.crt")
 
 
-def loads(port: int) -> dict[int, Load]:
-    url = f"http://127.0.0.1:{port}"
-    return {connections: load([url], False, connections, "tiny-llama", HEADERS) for connections in (1, 8)}
+def loads(url: str) -> dict[int, Load]:
+    return {
+        connections: load([url], False, connections, "tiny-llama", HEADERS, verify=ROUTER_CA) for connections in (1, 8)
+    }
 
 
 def main() -> None:
     host_b = Sandbox(f"{SANDBOX}-b", INVENTORY, ssh_port=2223, ports="8100 8101 8102 8180")
     with Sandbox(SANDBOX, INVENTORY) as host_a, host_b:
         converge = host_a.site()
-        results = {"one host's gateway, direct": loads(8080)}
+        results = {"one host's gateway, direct": loads("http://127.0.0.1:8080")}
         host_a.run(*ROUTER_CTL, "drain", "switchyard-sandbox-b")
-        results["router, 1 host"] = loads(8090)
+        results["router, 1 host"] = loads(ROUTER_URL)
         host_a.run(*ROUTER_CTL, "admit", "switchyard-sandbox-b")
         subprocess.run(["sleep", "3"], check=True)  # two health checks pass: it is up again
-        results["router, 2 hosts"] = loads(8090)
+        results["router, 2 hosts"] = loads(ROUTER_URL)
         switches = {}
-        with traffic("http://127.0.0.1:8090", KEY, pause_s=0.1) as outcomes:
+        with traffic(ROUTER_URL, KEY, pause_s=0.1, verify=ROUTER_CA) as outcomes:
             for backend in ("ollama", "llamacpp"):
                 switches[backend] = host_a.site(f"llm_backend={backend}")
         failed = failures(outcomes)

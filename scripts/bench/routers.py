@@ -131,10 +131,15 @@ def stream_outcome(client: httpx.Client, url: str) -> int:
 
 
 def load(
-    urls: list[str], stream: bool, connections: int, model: str = "m", headers: dict[str, str] | None = None
+    urls: list[str],
+    stream: bool,
+    connections: int,
+    model: str = "m",
+    headers: dict[str, str] | None = None,
+    verify: str | bool = True,
 ) -> Load:
     """`connections` clients in a loop for SECONDS, each taking `urls` in turn: requests/s and
-    latency p50 / p99 (ms). A
+    latency p50 / p99 (ms); `verify`: the CA file of https URLs' certificates. A
     Python client on a new connection each time, not wrk: llama-server closes kept-alive
     connections after an answer without notice, which wrk counts as an error; the client's
     own cost is the same on every path."""
@@ -146,7 +151,7 @@ def load(
     deadline = time.monotonic() + SECONDS
 
     def client() -> None:
-        with httpx.Client(timeout=30, headers={"connection": "close"} | (headers or {})) as session:
+        with httpx.Client(timeout=30, headers={"connection": "close"} | (headers or {}), verify=verify) as session:
             turn = 0
             while time.monotonic() < deadline:
                 url, turn = urls[turn % len(urls)], turn + 1

@@ -82,6 +82,18 @@ if [ ! -f "$key" ]; then
 fi
 podman exec -i "$name" sh -c 'umask 077 && mkdir -p /root/.ssh && cat >/root/.ssh/authorized_keys' <"$key.pub"
 
+# A self-signed pair for a fleet's router (molecule/fleet's inventory serves TLS with it), for
+# 127.0.0.1, where the tests reach the router; made aside and moved in whole, since scenarios
+# side by side start their hosts at once.
+tls="$cache/router-tls"
+if [ ! -f "$tls/router.crt" ]; then
+  made=$(mktemp -d "$cache/router-tls.XXXXXX")
+  (umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+    -subj /CN=switchyard-sandbox-router -addext subjectAltName=IP:127.0.0.1 \
+    -keyout "$made/router.key" -out "$made/router.crt" 2>/dev/null)
+  mv -T "$made" "$tls" 2>/dev/null || rm -rf "$made"
+fi
+
 for _ in $(seq 60); do
   state=$(podman exec "$name" systemctl is-system-running 2>/dev/null || true)
   case $state in

@@ -8,7 +8,11 @@ summed over the live workers, since a switch drains all of them.
 
 from __future__ import annotations
 
+import math
 import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -17,6 +21,11 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 FORWARDING = "switchyard_gateway_forwarding"
+BACKEND_OUTPUT = "switchyard_gateway_backend_output_time_seconds"
+BACKEND_WAITING = "switchyard_gateway_backend_waiting_since_seconds"
+# A stream's chunks come many a second: when the backend last sent one is written at most
+# this often.
+OUTPUT_RESOLUTION_S = 0.1
 
 
 def multiprocess_dir() -> str | None:
@@ -58,6 +67,24 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
+        # Whether the backend still generates (/health/deep): when it last sent anything for a
+        # generation, and since when the request that has waited longest for its answer waits
+        # (+Inf: none), over all workers.
+        self.backend_output = Gauge(
+            BACKEND_OUTPUT,
+            "When the backend last sent output for a generation (an answer's headers, a streamed chunk), Unix time.",
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
+        self.backend_waiting_since = Gauge(
+            BACKEND_WAITING,
+            "When the generation request waiting longest for the backend's answer was sent, Unix time (+Inf: none).",
+            registry=self.registry,
+            multiprocess_mode="livemin",
+        )
+        self.backend_waiting_since.set(math.inf)
+        self._waiting: dict[object, float] = {}
+        self._output_written = 0.0
         # labels() takes a lock and builds a key on every call: each label set is looked up once.
         self._requests: dict[tuple[str, int, str], Any] = {}
         self._latency: dict[str, Any] = {}
@@ -78,6 +105,34 @@ class Metrics:
         if tokens is None:
             tokens = self._tokens[kind, model, key] = self.tokens.labels(kind, model, key)
         tokens.inc(count)
+
+    @contextmanager
+    def waiting_for_backend(self) -> Iterator[None]:
+        """Around a generation request until the backend's answer (its headers) is in."""
+        token = object()
+        self._waiting[token] = time.time()
+        if len(self._waiting) == 1:
+            self.backend_waiting_since.set(self._waiting[token])
+        try:
+            yield
+        finally:
+            del self._waiting[token]
+            # The dict keeps the order the requests were sent in: its first is the oldest.
+            self.backend_waiting_since.set(next(iter(self._waiting.values()), math.inf))
+
+    def backend_sent(self) -> None:
+        """The backend sent output for a generation."""
+        now = time.time()
+        if now - self._output_written >= OUTPUT_RESOLUTION_S:
+            self._output_written = now
+            self.backend_output.set(now)
+
+    def backend_stalled_for(self) -> float:
+        """Seconds the backend has both kept a generation request waiting and sent nothing at all, in all workers."""
+        values = {family.name: [sample.value for sample in family.samples] for family in self._exposed().collect()}
+        waiting_since = min(values.get(BACKEND_WAITING) or [math.inf])
+        last_output = max(values.get(BACKEND_OUTPUT) or [0.0])
+        return max(0.0, time.time() - max(waiting_since, last_output))
 
     def _exposed(self) -> CollectorRegistry:
         directory = multiprocess_dir()

@@ -92,15 +92,17 @@ async def _open_once(
     # headers only when it is complete).
     state.metrics.forwarding.inc()
     try:
-        upstream = await open_stream(
-            state.client,
-            "backend",
-            settings.backend_url + path,
-            orjson.dumps(attempt),
-            upstream_headers(request),
-            settings,
-            state.metrics,
-        )
+        with state.metrics.waiting_for_backend():
+            upstream = await open_stream(
+                state.client,
+                "backend",
+                settings.backend_url + path,
+                orjson.dumps(attempt),
+                upstream_headers(request),
+                settings,
+                state.metrics,
+            )
+        state.metrics.backend_sent()
         if upstream.status in _BUSY:
             content = await read_body(upstream, "backend", settings, state.metrics)
             raise _busy(upstream, content, api, settings)

@@ -57,6 +57,10 @@ class Settings:
     connect_timeout: float = 5.0
     read_timeout: float = 600.0
     health_timeout: float = 2.0
+    # /health/deep says the backend is stalled (503, so that a router takes the host out)
+    # when a generation request has waited this long for its answer and the backend has sent
+    # nothing at all for as long: an engine that hangs but still lists its model.
+    stall_timeout_s: float = 120.0
     retry_after: int = 5
     max_connections: int = 512
     # The settings a switch changes (backend, model names, upstreams) come from this env
@@ -204,6 +208,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         connect_timeout=_number("CONNECT_TIMEOUT", get("CONNECT_TIMEOUT", str(Settings.connect_timeout)), float),
         read_timeout=_number("READ_TIMEOUT", get("READ_TIMEOUT", str(Settings.read_timeout)), float),
         health_timeout=_number("HEALTH_TIMEOUT", get("HEALTH_TIMEOUT", str(Settings.health_timeout)), float),
+        stall_timeout_s=_number("STALL_TIMEOUT_S", get("STALL_TIMEOUT_S", str(Settings.stall_timeout_s)), float),
         retry_after=int(_number("RETRY_AFTER", get("RETRY_AFTER", str(Settings.retry_after)), int)),
         max_connections=int(_number("MAX_CONNECTIONS", get("MAX_CONNECTIONS", str(Settings.max_connections)), int)),
         reload_file=get("RELOAD_FILE"),

@@ -97,10 +97,35 @@ def gpu_status(path: str) -> dict[str, Any]:
     return {key: found.get(key) for key in ("status", "checked_at", "driver_version", "problems")}
 
 
+def stalled(state: Any, backend: dict[str, Any]) -> dict[str, Any]:
+    """The backend's probe, `stalled` when it lists its model but has kept a generation waiting
+    stall_timeout_s while sending nothing to anyone (read from the requests the gateway
+    forwards: a check never generates)."""
+    stalled_s = state.metrics.backend_stalled_for()
+    if backend["status"] != "ok" or stalled_s < state.settings.stall_timeout_s:
+        return backend
+    waited = f"a generation has waited {stalled_s:.0f} s for the backend, which has sent nothing meanwhile"
+    return {**backend, "status": "stalled", "error": waited}
+
+
+async def ready(request: Request) -> JSONResponse:
+    """Whether a generation can succeed here now: the backend lists its model and is not
+    stalled. Open to anyone, so that a router's health checks carry no key, and so it says
+    only `ok` or `unavailable` (503), as /health says only `ok`."""
+    state = request.app.state
+    settings = state.settings
+    backend = stalled(
+        state, await probe(state.client, settings.backend_url, settings.backend_model, settings.health_timeout)
+    )
+    if backend["status"] == "ok":
+        return JSONResponse({"status": "ok"})
+    return JSONResponse({"status": "unavailable"}, 503, headers={"Retry-After": str(settings.retry_after)})
+
+
 async def health_deep(request: Request) -> JSONResponse:
     """Every upstream probed at once; 503 when the backend is not serving, since then no
-    generation can succeed. A down embedding or reranker, or a GPU check that fails, makes
-    the answer `degraded`."""
+    generation can succeed: down, not listing its model, or stalled. A down embedding or
+    reranker, or a GPU check that fails, makes the answer `degraded`."""
     require_key_for_status(request)
     state = request.app.state
     settings = state.settings
@@ -109,6 +134,7 @@ async def health_deep(request: Request) -> JSONResponse:
         *(probe(state.client, base, model, settings.health_timeout) for base, model in targets.values())
     )
     services = dict(zip(targets, results, strict=True))
+    services["backend"] = stalled(state, services["backend"])
     body: dict[str, Any] = {"backend": settings.backend, "services": services}
     if settings.gpu_status_file:
         body["gpu"] = gpu_status(settings.gpu_status_file)
@@ -201,6 +227,7 @@ async def config(request: Request) -> JSONResponse:
 # For the operator's monitors; API keys' limits of requests in flight do not count them.
 status_routes = [
     Route("/health", health, methods=["GET"]),
+    Route("/health/ready", ready, methods=["GET"]),
     Route("/health/deep", health_deep, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
     Route("/config", config, methods=["GET"]),

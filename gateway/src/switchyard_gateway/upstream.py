@@ -284,6 +284,7 @@ async def relay_events(
                 if chunk is None:
                     yield KEEPALIVE  # between whole events: the gateway sends nothing else
                     continue
+                metrics.backend_sent()
                 *lines, pending = (pending + chunk).split(b"\n")
                 out = bytearray()
                 for line in lines:
@@ -334,6 +335,7 @@ async def relay_lines(
                     if at_boundary:
                         yield KEEPALIVE
                     continue
+                metrics.backend_sent()
                 *lines, pending = (pending + chunk).split(b"\n")
                 if lines:
                     at_boundary = lines[-1].strip() == b""

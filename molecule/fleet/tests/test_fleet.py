@@ -4,6 +4,8 @@ and a llm_routers group. The hosts share this machine's loopback on their own po
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import subprocess
@@ -14,11 +16,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
 from conftest import GATEWAY_KEY, PLAYBOOK_ENV, PROJECT, site_command, traffic
 from scripts.clients import failures
 
-ROUTER_URL = "http://127.0.0.1:8090"
+ROUTER_URL = "https://127.0.0.1:8090"
+# The router's self-signed certificate (scripts/sandbox/up.sh), which its clients trust.
+ROUTER_CA = str(PROJECT / ".cache/sandbox/router-tls/router.crt")
 HOSTS = {"switchyard-sandbox": "http://127.0.0.1:8080", "switchyard-sandbox-b": "http://127.0.0.1:8180"}
 # Host B's container (scripts/sandbox/up.sh), beside host A's.
 HOST_B = os.environ.get("SWITCHYARD_SANDBOX", "switchyard-molecule") + "-b"
@@ -31,6 +36,23 @@ SCENARIO = Path(__file__).resolve().parents[1]
 def router_state(host, server: str) -> dict:
     """What the router (HAProxy's runtime API, through router-ctl) says of one host."""
     return json.loads(host.check_output(f"{ROUTER_CTL} show {server}"))
+
+
+def runtime_api(host, line: str) -> str:
+    """HAProxy's answer to one command on its admin socket, as an operator sends it."""
+    script = (
+        "import socket, sys\n"
+        "with socket.socket(socket.AF_UNIX) as s:\n"
+        "    s.connect('/run/haproxy/admin.sock'); s.sendall(sys.argv[1].encode() + b'\\n')\n"
+        "    print(s.makefile().read())\n"
+    )
+    return host.check_output("python3 -c %s %s", script, line)
+
+
+def router_stat(host, server: str, field: str) -> int:
+    """One counter of HAProxy's `show stat` for a host."""
+    rows = csv.DictReader(io.StringIO(runtime_api(host, "show stat").lstrip("# ")))
+    return int(next(row for row in rows if row["svname"] == server)[field] or 0)
 
 
 def answered(gateway_url: str) -> float:
@@ -63,13 +85,19 @@ def test_the_router_spreads_requests_over_both_hosts(host):
     before = {name: answered(url) for name, url in HOSTS.items()}
     headers = {"Authorization": f"Bearer {GATEWAY_KEY}"}
     body = {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
-    with httpx.Client(base_url=ROUTER_URL, headers=headers, timeout=60) as client:
+    with httpx.Client(base_url=ROUTER_URL, headers=headers, timeout=60, verify=ROUTER_CA) as client:
         for _ in range(20):
             reply = client.post("/v1/chat/completions", json=body)
             assert reply.status_code == 200, reply.text
             assert reply.json()["model"] == "tiny-llama"
         # The router holds no key: a request without one reaches a gateway, which refuses it.
-        assert httpx.post(ROUTER_URL + "/v1/chat/completions", json=body, timeout=60).status_code == 401
+        unkeyed = httpx.post(ROUTER_URL + "/v1/chat/completions", json=body, timeout=60, verify=ROUTER_CA)
+        assert unkeyed.status_code == 401
+    # TLS only: a plain HTTP request to the router's port gets no answer.
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+        httpx.post(
+            ROUTER_URL.replace("https:", "http:") + "/v1/chat/completions", headers=headers, json=body, timeout=10
+        )
     served = {name: answered(url) - before[name] for name, url in HOSTS.items()}
     assert all(count >= 3 for count in served.values()), served
 
@@ -107,7 +135,7 @@ def router_lines(host) -> list[str]:
 def test_a_rolling_switch_drains_each_host_in_turn_and_fails_no_request(host, run_site):
     """llama.cpp → Ollama → llama.cpp on both hosts under four clients of the router, two of
     them streaming: each host is out of the router while its gateway switches, never both."""
-    with traffic(ROUTER_URL, PAUSE_S) as outcomes, router_watch(host) as samples:
+    with traffic(ROUTER_URL, PAUSE_S, verify=ROUTER_CA) as outcomes, router_watch(host) as samples:
         durations = []
         for backend in ("ollama", "llamacpp"):
             started = time.monotonic()
@@ -138,7 +166,7 @@ def test_a_failed_switch_stops_the_run_at_its_host_and_leaves_the_fleet_serving(
     """The first host's new backend exits at start: it is rolled back and admitted again, the
     run stops, and the second host is never touched."""
     b_before = on_host_b("systemctl", "show", "-P", "ExecMainStartTimestamp", "llm-backend")
-    with traffic(ROUTER_URL, PAUSE_S) as outcomes:
+    with traffic(ROUTER_URL, PAUSE_S, verify=ROUTER_CA) as outcomes:
         run = run_site('{"llm_llamacpp_extra_args": ["--no-such-flag"]}')
     failed, total = outcome_summary(outcomes)
     assert run.returncode != 0
@@ -168,7 +196,7 @@ def test_a_drain_that_outlasts_its_timeout_fails_the_host_and_cuts_nothing(host,
     answers: list[int] = []
 
     def ask() -> None:
-        with httpx.Client(headers={"x-api-key": GATEWAY_KEY}, timeout=180) as client:
+        with httpx.Client(headers={"x-api-key": GATEWAY_KEY}, timeout=180, verify=ROUTER_CA) as client:
             answers.append(client.post(ROUTER_URL + "/v1/chat/completions", json=body).status_code)
 
     askers = []
@@ -213,6 +241,7 @@ def test_the_status_playbook_reports_each_host(host, run_site, tmp_path):
         assert cells[:3] == ["serving", "llamacpp", "tiny-llama"], cells
         assert cells[3] == "`localhost/switchyard/llama.cpp:server-local`", cells
         assert cells[5] != "never", cells
+        assert cells[6] == "serving", cells
 
 
 def router_play(*options: str) -> subprocess.CompletedProcess:
@@ -223,7 +252,9 @@ def router_play(*options: str) -> subprocess.CompletedProcess:
 
 def test_a_host_added_to_the_inventory_joins_the_router_without_cutting_streams(host, tmp_path):
     """Re-running the router's play with a third host in the inventory reloads HAProxy: the new
-    host is listed (down: its gateway is not up yet) and no request in flight fails. The third
+    host is listed, down from the start (its gateway is not up yet): the router never picks
+    it, where HAProxy alone starts a new server up until its first check fails. No request in
+    flight fails. The third
     host is a second inventory name for host b's machine (this machine has room for two), with
     a gateway port where nothing listens; the run checks and locks it as any host."""
     extra = tmp_path / "hosts.yml"
@@ -235,7 +266,7 @@ def test_a_host_added_to_the_inventory_joins_the_router_without_cutting_streams(
         "      switchyard_sandbox_cache: \"{{ hostvars['switchyard-sandbox'].switchyard_sandbox_cache }}\"\n"
         "sandbox_hosts:\n  hosts:\n    switchyard-sandbox-c:\n"
     )
-    with traffic(ROUTER_URL, PAUSE_S) as outcomes:
+    with traffic(ROUTER_URL, PAUSE_S, verify=ROUTER_CA) as outcomes:
         time.sleep(1)
         added = router_play(f"--inventory={extra}")
         time.sleep(1)
@@ -244,9 +275,35 @@ def test_a_host_added_to_the_inventory_joins_the_router_without_cutting_streams(
     assert failed == [], failed[:5]
     assert total > 5
     assert router_state(host, "switchyard-sandbox-c")["up"] is False
+    assert router_stat(host, "switchyard-sandbox-c", "lbtot") == 0, "the router sent requests to a host not yet up"
     removed = router_play()
     assert removed.returncode == 0, removed.stdout + removed.stderr
     assert host.run(f"{ROUTER_CTL} show switchyard-sandbox-c").rc != 0, "the host left the inventory but not the router"
+
+
+def test_a_reload_keeps_a_drained_host_drained_and_an_operators_maintenance(host):
+    """Host B drained (as a rolling switch leaves it while it switches), then put in MAINT by
+    an operator on HAProxy's runtime API: the router's play with a changed setting, a plain
+    `systemctl reload haproxy` and a restart each start new HAProxy processes, which keep it."""
+    host.run_expect([0], f"{ROUTER_CTL} drain switchyard-sandbox-b")
+    try:
+        changed = router_play("-e", "router_check_rise=3")
+        assert changed.returncode == 0, changed.stdout + changed.stderr
+        assert "rise 3" in host.file("/etc/haproxy/haproxy.cfg").content_string
+        assert router_state(host, "switchyard-sandbox-b")["drained"], "the router's play undrained host B"
+        runtime_api(host, "set server llm_hosts/switchyard-sandbox-b state maint")
+        for command in ("systemctl reload haproxy", "systemctl restart haproxy"):
+            host.run_expect([0], command)
+            time.sleep(1)
+            state = router_state(host, "switchyard-sandbox-b")
+            assert state["maintenance"] and not state["serving"], (command, state)
+            assert router_state(host, "switchyard-sandbox")["serving"], command
+    finally:
+        runtime_api(host, "set server llm_hosts/switchyard-sandbox-b state ready")
+        restored = router_play()
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    time.sleep(3)
+    assert router_state(host, "switchyard-sandbox-b")["serving"]
 
 
 def test_a_run_limited_to_the_router_is_refused_and_changes_nothing(host):
@@ -262,27 +319,87 @@ def test_a_run_limited_to_the_router_is_refused_and_changes_nothing(host):
 ROTATED_KEY = "fleet-rotated-key-0000000000000001"
 
 
-def test_a_key_rotated_with_tags_gateway_reaches_the_routers_checks(host, run_site):
-    """SECURITY.md's rotation, `--tags gateway`, on a fleet: the router's health checks send
-    the gateways' first key, so the router is rendered again in the same run; with a stale key
-    its checks would take every host out once the old key is retired."""
+def test_a_key_rotated_with_tags_gateway_keeps_every_host_in(host, run_site):
+    """A key rotation, `--tags gateway`, on a fleet, with the first key changed at once: the
+    router's health checks (/health/ready) need no key, so no host leaves the router while its
+    gateway takes the new keys (HAProxy's count of hosts going down, `chkdown`, stays as it
+    was), and no key is written in the router's configuration."""
+    went_down = {name: router_stat(host, name, "chkdown") for name in HOSTS}
     rotated = f'{{"gateway_api_key": "{ROTATED_KEY}", "gateway_api_keys": ["{GATEWAY_KEY}"]}}'
     run = run_site(rotated, tags="gateway")
     try:
         assert run.returncode == 0, run.output
-        config = host.file("/etc/haproxy/haproxy.cfg").content_string
-        assert ROTATED_KEY in config and GATEWAY_KEY not in config
         time.sleep(3)
         for name in HOSTS:
             assert router_state(host, name)["serving"], name
+        assert {name: router_stat(host, name, "chkdown") for name in HOSTS} == went_down
+        config = host.file("/etc/haproxy/haproxy.cfg").content_string
+        assert ROTATED_KEY not in config and GATEWAY_KEY not in config
     finally:
         restored = run_site(tags="gateway")
     assert restored.returncode == 0, restored.output
-    assert GATEWAY_KEY in host.file("/etc/haproxy/haproxy.cfg").content_string
+
+
+def unit_state_on_host_b(unit: str) -> tuple[str, str]:
+    """(is-active, is-enabled) of a unit on host B."""
+    states = subprocess.run(
+        ["podman", "exec", HOST_B, "systemctl", "show", "-P", "ActiveState,UnitFileState", unit],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    return states[0], states[1] if len(states) > 1 else ""
+
+
+def test_a_decommissioned_host_leaves_the_router_and_serves_nobody(host, run_site):
+    """playbooks/decommission.yml takes host B out under traffic through the router: no request
+    fails; B stays in MAINT; its gateway and backend are stopped and stay so at boot, and the
+    fleet's keys are gone from it. Host A, then the only one serving, is refused. B comes back
+    as an operator brings it back: out of MAINT, and the site run again."""
+    with traffic(ROUTER_URL, PAUSE_S, verify=ROUTER_CA) as outcomes:
+        time.sleep(1)
+        run = run_site("decommission_hosts=switchyard-sandbox-b", playbook="playbooks/decommission.yml")
+        time.sleep(1)
+    assert run.returncode == 0, run.output
+    failed, total = outcome_summary(outcomes)
+    assert failed == [], failed[:5]
+    assert total > 5
+    state = router_state(host, "switchyard-sandbox-b")
+    assert state["maintenance"] and not state["serving"], state
+    for unit in ("llm-gateway.socket", "llm-gateway.service", "llm-backend.service"):
+        assert unit_state_on_host_b(unit) == ("inactive", "disabled"), unit
+    assert subprocess.run(["podman", "exec", HOST_B, "test", "-e", "/etc/switchyard/gateway-api-keys"]).returncode == 1
+    last = run_site("decommission_hosts=switchyard-sandbox", playbook="playbooks/decommission.yml")
+    assert last.returncode != 0
+    assert "switchyard-sandbox is the only host the routers" in " ".join(last.output.split())
+    assert router_state(host, "switchyard-sandbox")["serving"]
+
+    runtime_api(host, "set server llm_hosts/switchyard-sandbox-b state ready")
+    again = run_site()
+    assert again.returncode == 0, again.output
+    assert router_state(host, "switchyard-sandbox-b")["serving"]
+
+
+def test_the_models_play_goes_one_host_at_a_time_on_a_fleet(host):
+    """playbooks/models.yml alone on the fleet: every task of host A's turn ends before host
+    B's first begins (fleet_serial 1), as the services play goes; a download that fails stops
+    the run at its batch. Read from the JSON callback's start and end of each task."""
+    command = site_command(SCENARIO, playbook="playbooks/models.yml")
+    env = PLAYBOOK_ENV | {"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"}
+    run = subprocess.run(command, cwd=PROJECT, env=env, capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr
+    plays = [play for play in json.loads(run.stdout)["plays"] if play["play"]["name"].startswith("Put the models")]
+    spans: dict[str, list[tuple[str, str]]] = {name: [] for name in HOSTS}
+    for play in plays:
+        for task in play["tasks"]:
+            for name in task["hosts"]:
+                spans[name].append((task["task"]["duration"]["start"], task["task"]["duration"]["end"]))
+    assert all(spans.values()), spans
+    a_ends = max(end for _start, end in spans["switchyard-sandbox"])
+    b_starts = min(start for start, _end in spans["switchyard-sandbox-b"])
+    assert a_ends <= b_starts, f"host B's models began at {b_starts}, before host A's ended at {a_ends}"
 
 
 def test_a_killed_host_is_dropped_within_seconds_and_no_request_fails_after(host, run_site, tmp_path):
-    with traffic(ROUTER_URL, PAUSE_S) as outcomes:
+    with traffic(ROUTER_URL, PAUSE_S, verify=ROUTER_CA) as outcomes:
         time.sleep(1)
         killed = time.monotonic()
         subprocess.run(["podman", "stop", "--time", "0", HOST_B], check=True, capture_output=True)
@@ -306,3 +423,4 @@ def test_a_killed_host_is_dropped_within_seconds_and_no_request_fails_after(host
     report = fleet_status(run_site, tmp_path)
     assert report["switchyard-sandbox"][0] == "serving"
     assert report["switchyard-sandbox-b"][0] == "unreachable"
+    assert report["switchyard-sandbox-b"][6] == "down", "the router still counts the stopped host in"
