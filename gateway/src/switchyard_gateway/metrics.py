@@ -67,7 +67,7 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
-        # Whether the backend still generates (/health/deep): when it last sent anything for a
+        # Whether the backend still generates (/health/ready, /health/deep): when it last sent anything for a
         # generation, and since when the request that has waited longest for its answer waits
         # (+Inf: none), over all workers.
         self.backend_output = Gauge(

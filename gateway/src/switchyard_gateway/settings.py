@@ -57,7 +57,7 @@ class Settings:
     connect_timeout: float = 5.0
     read_timeout: float = 600.0
     health_timeout: float = 2.0
-    # /health/deep says the backend is stalled (503, so that a router takes the host out)
+    # /health/ready and /health/deep say the backend is stalled (503: a router takes the host out)
     # when a generation request has waited this long for its answer and the backend has sent
     # nothing at all for as long: an engine that hangs but still lists its model.
     stall_timeout_s: float = 120.0
