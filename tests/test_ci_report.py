@@ -3,7 +3,7 @@ the phases' logs, failures and errors together, and a failed or skipped phase na
 
 from pathlib import Path
 
-from scripts.ci.report import Outcome, Step, closing_line, counted_tests, table
+from scripts.ci.report import Outcome, Step, closing_line, counted_tests, failed_tests, table
 
 
 def outcome(tmp_path: Path, name: str, log: str, passed: bool = True) -> Outcome:
@@ -34,3 +34,20 @@ def test_the_table_names_failed_and_skipped_phases_and_their_steps(tmp_path):
     assert any(row.split()[:2] == ["verify", "FAILED"] for row in rows)
     assert any(row.split()[:3] == ["molecule", "gpu", "skipped"] for row in rows)
     assert rows[-1].split()[-1] == "200"
+
+
+def test_each_failed_test_is_named_with_its_reason_and_long_reasons_are_cut(tmp_path):
+    log = (
+        "FAILED is how a line of output may start too\n"
+        "=========================== short test summary info ============================\n"
+        "FAILED molecule/default/tests/test_gateway.py::test_ready[podman] - AssertionError: 503\n"
+        f"ERROR gateway/tests/test_stall.py::test_stream - {'x' * 500}\n"
+        "==== 1 failed, 1 error, 4 passed in 2.00s ====\n"
+    )
+    lines = failed_tests([outcome(tmp_path, "molecule default", log, passed=False)])
+    assert lines[0] == (
+        "molecule default: FAILED molecule/default/tests/test_gateway.py::test_ready[podman] - AssertionError: 503"
+    )
+    assert lines[1].startswith("molecule default: ERROR gateway/tests/test_stall.py::test_stream - xxx")
+    assert lines[1].endswith("...") and len(lines[1]) == len("molecule default: ") + 400
+    assert len(lines) == 2

@@ -5,9 +5,9 @@ scenarios run side by side, each in a network namespace of its own (lanes.py): e
 host keeps the ports README names (8000, 8080, SSH on 2222) on its own loopback, and the tests
 talk to 127.0.0.1 as a user on the host would. Each phase writes a log of its own, printed
 whole when it ends; the end of the run prints a table of every phase's time (and each
-scenario's create / converge / idempotence / verify / destroy) and one closing line of the
-tests counted over every pytest run. Any failed phase makes the run fail; so does a run in
-which no test passed.
+scenario's create / converge / idempotence / verify / destroy), each failed test with its
+reason, and one closing line of the tests counted over every pytest run. Any failed phase
+makes the run fail; so does a run in which no test passed.
 
 Usage: python -m scripts.ci.pipeline [PHASE ...]   (default: every phase; a phase named
 runs with the phases it needs)
@@ -22,7 +22,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from scripts.ci.phases import PHASES, Phase, needed
-from scripts.ci.report import Outcome, closing_line, counted_tests, table
+from scripts.ci.report import Outcome, closing_line, counted_tests, failed_tests, table
 
 PROJECT = Path(__file__).resolve().parents[2]
 LOGS = PROJECT / ".cache" / "ci-logs"
@@ -72,6 +72,8 @@ def main(argv: list[str]) -> int:
     failures = [outcome.name for outcome in outcomes if not outcome.passed]
     if failures:
         print("FAILED phases: " + ", ".join(failures) + f" (logs in {LOGS.relative_to(PROJECT)}/)")
+        for line in failed_tests(outcomes):
+            print("  " + line)
     elif passed == 0:
         print("no test ran: that is a failure")
     print(closing_line(passed, failed))

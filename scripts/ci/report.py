@@ -9,6 +9,10 @@ from pathlib import Path
 # pytest's closing line, e.g. "==== 3 failed, 120 passed, 2 skipped in 31.20s ====".
 PYTEST_SUMMARY = re.compile(r"^=+ (?P<counts>\d+ \w+.*) in [\d.]+s(?: \([\d:]+\))? =+$", re.MULTILINE)
 COUNT = re.compile(r"(\d+) (passed|failed|errors?)")
+# pytest's short test summary (its default -rfE): "FAILED path::test - reason", "ERROR path::test".
+FAILED_TEST = re.compile(r"^(?:FAILED|ERROR) \S+::\S.*$", re.MULTILINE)
+# The end of a run is what a CI page shows: each failed test on one line, long reasons cut.
+FAILED_TEST_WIDTH = 400
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,19 @@ def counted_tests(outcomes: list[Outcome]) -> tuple[int, int]:
                 else:
                     failed += int(number)
     return passed, failed
+
+
+def failed_tests(outcomes: list[Outcome]) -> list[str]:
+    """Each failed or erroring test with its reason, from every phase's pytest summaries, so
+    that the end of the run says which tests failed and why without the logs."""
+    lines = []
+    for outcome in outcomes:
+        if outcome.log is None or not outcome.log.exists():
+            continue
+        for line in FAILED_TEST.findall(outcome.log.read_text(errors="replace")):
+            shown = line if len(line) <= FAILED_TEST_WIDTH else line[: FAILED_TEST_WIDTH - 3] + "..."
+            lines.append(f"{outcome.name}: {shown}")
+    return lines
 
 
 def closing_line(passed: int, failed: int) -> str:

@@ -9,6 +9,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 export PATH="$root/.venv/bin:$PATH" ANSIBLE_CONFIG="$root/ansible.cfg" ANSIBLE_NOCOLOR=1 PY_COLORS=0
+# pytest cuts a failed test's summary line to the terminal's width: wide enough for its reason.
+export COLUMNS=200
 
 started=$(date +%s)
 scripts/ci/bootstrap.sh
