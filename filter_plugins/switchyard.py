@@ -373,6 +373,12 @@ def router_view(hosts: Iterable[str], shown: Iterable[Mapping[str, Any]]) -> dic
     return view
 
 
+def router_views(routers: Iterable[str], hostvars: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Router -> the view it noted (router_view), None for one that noted none: unreachable,
+    or left out of the run (--limit). A Jinja attribute lookup on hostvars fails instead."""
+    return {router: hostvars[router].get("router_view") for router in routers}
+
+
 def router_column(views: Mapping[str, Any], host: str) -> str:
     """A host's cell in the fleet's status: what its routers say of it ('?' from one that did
     not answer), each named when there are several; `no router` outside a fleet."""
@@ -410,6 +416,7 @@ class FilterModule:
             "gpu_share_problems": gpu_share_problems,
             "fleet_status_row": fleet_status_row,
             "router_view": router_view,
+            "router_views": router_views,
             "router_column": router_column,
             "gateway_keys": gateway_keys,
             "gateway_key_problems": gateway_key_problems,

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 PROJECT = Path(__file__).resolve().parents[1]
-CHECK_PLAY = "Check the settings before anything changes"
+# The plays of playbooks/check.yml: every host reached, then every setting checked.
+CHECK_PLAYS = {"Reach every host", "Check the settings before anything changes"}
 # The gateway is on, with a valid key, so that its checks run too.
 GOOD = {"gateway_enabled": True, "gateway_api_key": "k" * 24}
 
@@ -111,15 +112,17 @@ def run_site(
     playbook: str = "site.yml",
     second_host: dict | None = None,
     options: tuple[str, ...] = (),
+    routers: dict | None = None,
 ) -> tuple[int, dict]:
     """With `second_host` (its own variables), a fleet: a second host beside bad-input-host,
-    which also runs the router. `options`: more of ansible-playbook's options."""
+    which also runs the router, or else the `routers` given (name: variables).
+    `options`: more of ansible-playbook's options."""
     local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable} | GOOD
     hosts = {"bad-input-host": local}
     groups: dict = {"llm_hosts": {"hosts": hosts}}
     if second_host is not None:
         hosts["bad-input-host-2"] = local | {"gateway_port": 8180, "llm_backend_port": 8100} | second_host
-        groups["llm_routers"] = {"hosts": {"bad-input-host": {}}}
+        groups["llm_routers"] = {"hosts": routers or {"bad-input-host": {}}}
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(json.dumps(groups))
     command = ["ansible-playbook", "--check", f"--inventory={inventory}", str(PROJECT / playbook), *options]
@@ -157,7 +160,7 @@ def test_bad_setting_is_refused_before_any_role_runs(tmp_path, extra_vars, messa
     returncode, report = run_site(tmp_path, extra_vars)
     assert returncode != 0
     ran = tasks_that_ran(report)
-    assert {play for play, _task, _result in ran} == {CHECK_PLAY}, "a play after the check ran"
+    assert {play for play, _task, _result in ran} <= CHECK_PLAYS, "a play after the check ran"
     failed = [result for _play, _task, result in ran if result.get("failed")]
     assert len(failed) == 1
     assert message in what_the_user_reads(failed[0])
@@ -171,7 +174,7 @@ def test_every_playbook_run_alone_checks_the_settings_first(tmp_path, playbook):
     returncode, report = run_site(tmp_path, "llm_backend=bogus", playbook=playbook)
     assert returncode != 0
     ran = tasks_that_ran(report)
-    assert {play for play, _task, _result in ran} == {CHECK_PLAY}, "a play after the check ran"
+    assert {play for play, _task, _result in ran} <= CHECK_PLAYS, "a play after the check ran"
     (failed,) = [result for _play, _task, result in ran if result.get("failed")]
     assert "llm_backend must be one of: vllm, ollama, llamacpp" in what_the_user_reads(failed)
 
@@ -221,7 +224,7 @@ def test_a_bad_fleet_is_refused_before_any_role_runs(tmp_path, extra_vars, secon
     assert returncode != 0
     assert "z" * 24 not in json.dumps(report), "a key is in the output"
     ran = tasks_that_ran(report)
-    assert {play for play, _task, _result in ran} == {CHECK_PLAY}, "a play after the check ran"
+    assert {play for play, _task, _result in ran} <= CHECK_PLAYS, "a play after the check ran"
     failed = [result for _play, _task, result in ran if result.get("failed")]
     assert len(failed) == 1
     assert message in what_the_user_reads(failed[0])
@@ -233,9 +236,60 @@ def test_a_run_limited_to_part_of_a_fleet_is_refused_before_any_role_runs(tmp_pa
     returncode, report = run_site(tmp_path, playbook=playbook, second_host={}, options=("--limit=bad-input-host",))
     assert returncode != 0
     ran = tasks_that_ran(report)
-    assert {play for play, _task, _result in ran} == {CHECK_PLAY}, "a play after the check ran"
+    assert {play for play, _task, _result in ran} <= CHECK_PLAYS, "a play after the check ran"
     (failed,) = [result for _play, _task, result in ran if result.get("failed")]
     assert "This run leaves out bad-input-host-2 (--limit)" in what_the_user_reads(failed)
+
+
+# Nothing listens on the discard port: the SSH connection is refused, as by a host that is down.
+ROUTER_DOWN = {"router-down": {"ansible_host": "127.0.0.1", "ansible_port": 9, "ansible_connection": "ssh"}}
+# The first host's router, and a second one that is down.
+TWO_ROUTERS = {"bad-input-host": {}} | ROUTER_DOWN
+
+
+def test_a_router_that_cannot_be_reached_is_named_with_the_limit_that_leaves_it_out(tmp_path):
+    returncode, report = run_site(tmp_path, "router_bind_address=127.0.0.1", second_host={}, routers=TWO_ROUTERS)
+    assert returncode != 0
+    results = [task["hosts"].get("router-down") for play in report["plays"] for task in play["tasks"]]
+    failed = [result for result in results if result and result.get("failed")]
+    assert [play["play"]["name"] for play in report["plays"]] == ["Reach every host"], "a play after it ran"
+    assert len(failed) == 1
+    said = what_the_user_reads(failed[0])
+    assert "router-down cannot be reached" in said and "leave it out with --limit '!router-down'" in said, said
+
+
+@pytest.mark.parametrize("playbook", ["site.yml", "playbooks/check.yml"])
+def test_a_run_that_leaves_out_a_router_that_is_down_goes_on(tmp_path, playbook):
+    """The fleet's check passes, naming the router left out; site.yml then goes on to its
+    roles (in check mode, here)."""
+    returncode, report = run_site(
+        tmp_path,
+        "router_bind_address=127.0.0.1",
+        playbook=playbook,
+        second_host={},
+        routers=TWO_ROUTERS,
+        options=("--limit=!router-down",),
+    )
+    ran = tasks_that_ran(report)
+    named = "Say which routers this run leaves out"
+    said = [what_the_user_reads(result) for _play, task, result in ran if task == named]
+    assert said == ["This run leaves out the router(s) router-down: they keep their configuration and their view"
+                    " of the hosts as they were. Run playbooks/router.yml on them once they are back, before they"
+                    " take requests again."]  # fmt: skip
+    if playbook == "site.yml":
+        assert {play for play, _task, _result in ran} - CHECK_PLAYS, "no play after the check ran"
+    else:
+        assert returncode == 0, [result for _play, _task, result in ran if result.get("failed")]
+
+
+def test_a_run_that_leaves_out_every_router_is_refused(tmp_path):
+    """The fleet's only router, on a host of its own, left out (--limit=llm_hosts)."""
+    returncode, report = run_site(
+        tmp_path, playbook="playbooks/check.yml", second_host={}, routers=ROUTER_DOWN, options=("--limit=llm_hosts",)
+    )
+    assert returncode != 0
+    (failed,) = [result for _play, _task, result in tasks_that_ran(report) if result.get("failed")]
+    assert "This run leaves out every router (--limit)" in what_the_user_reads(failed)
 
 
 def test_a_good_fleet_passes_the_check(tmp_path):

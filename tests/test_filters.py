@@ -311,6 +311,12 @@ def test_router_view_names_each_hosts_state():
     }
 
 
+def test_router_views_has_none_for_a_router_that_noted_no_view():
+    """A router unreachable, or left out of the run, has no router_view among its variables."""
+    hostvars = {"r1": {"router_view": {"a": "serving"}, "ansible_host": "10.0.0.1"}, "r2": {"ansible_host": "10.0.0.2"}}
+    assert switchyard.router_views(["r1", "r2"], hostvars) == {"r1": {"a": "serving"}, "r2": None}
+
+
 def test_router_column_names_the_routers_only_when_there_are_several():
     assert switchyard.router_column({}, "a") == "no router"
     assert switchyard.router_column({"r1": {"a": "drained"}}, "a") == "drained"

@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -162,33 +163,60 @@ def test_a_rolling_switch_drains_each_host_in_turn_and_fails_no_request(host, ru
         assert httpx.get(HOSTS[name] + "/config", headers={"x-api-key": GATEWAY_KEY}).json()["backend"] == "llamacpp"
 
 
-def test_a_failed_switch_stops_the_run_at_its_host_and_leaves_the_fleet_serving(host, run_site):
-    """The first host's new backend exits at start: it is rolled back and admitted again, the
-    run stops, and the second host is never touched."""
-    b_before = on_host_b("systemctl", "show", "-P", "ExecMainStartTimestamp", "llm-backend")
+def lock_released(host, name: str) -> bool:
+    """Whether the run lock of a fleet host is free (playbooks/lock.yml's unit is gone)."""
+    argv = ["systemctl", "is-active", "--quiet", "switchyard-run"]
+    if name == "switchyard-sandbox":
+        return host.run(" ".join(argv)).rc != 0
+    return subprocess.run(["podman", "exec", HOST_B, *argv], check=False).returncode != 0
+
+
+def test_a_switch_that_fails_on_the_second_host_leaves_the_first_switched_and_both_serving(host, tmp_path):
+    """A change for the whole fleet (a context of 448 tokens) whose new unit exits at start on
+    the second host only (an argument llama-server refuses, set for it in the inventory):
+    host A switches and serves, host B is rolled back to its last healthy unit and admitted
+    again, the run fails naming B, no request through the router fails, and both locks are
+    released."""
+    extra = tmp_path / "host-b.yml"
+    extra.write_text(
+        "llm_hosts:\n  hosts:\n    switchyard-sandbox-b:\n      llm_llamacpp_extra_args: [--no-such-flag]\n"
+    )
     with traffic(ROUTER_URL, PAUSE_S, verify=ROUTER_CA) as outcomes:
-        run = run_site('{"llm_llamacpp_extra_args": ["--no-such-flag"]}')
+        run = fleet_play("site.yml", f"--inventory={extra}", "-e", "llm_max_model_len=448")
+    output = " ".join((run.stdout + run.stderr).split())
     failed, total = outcome_summary(outcomes)
     assert run.returncode != 0
-    assert "It was rolled back to its last healthy unit" in run.output
-    assert on_host_b("systemctl", "show", "-P", "ExecMainStartTimestamp", "llm-backend") == b_before, (
-        "the run went on to the second host"
-    )
-    assert "no-such-flag" not in on_host_b("cat", "/etc/systemd/system/llm-backend.service")
+    recap = dict(re.findall(r"^(switchyard-sandbox(?:-b)?) +: .* failed=(\d+)", run.stdout, re.MULTILINE))
+    assert recap == {"switchyard-sandbox": "0", "switchyard-sandbox-b": "1"}, recap
+    assert "It was rolled back to its last healthy unit" in output
+    unit_a = host.file("/etc/systemd/system/llm-backend.service").content_string.replace("'", "")
+    unit_b = on_host_b("cat", "/etc/systemd/system/llm-backend.service").replace("'", "")
+    assert "--ctx-size 448" in unit_a, "host A did not switch"
+    assert "no-such-flag" not in unit_b and "--ctx-size 448" not in unit_b, "host B kept the failed unit"
     assert failed == [], failed[:5]
     assert total > 5
-    for name in HOSTS:
+    body = {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    for name, gateway_url in HOSTS.items():
         assert router_state(host, name)["serving"], name
+        answer = httpx.post(gateway_url + "/v1/chat/completions", json=body, headers={"x-api-key": GATEWAY_KEY})
+        assert answer.status_code == 200, (name, answer.text)
+    # The run's guard releases the locks once ansible-playbook has exited.
+    deadline = time.monotonic() + 30
+    while not all(lock_released(host, name) for name in HOSTS):
+        assert time.monotonic() < deadline, "a host kept the failed run's lock"
+        time.sleep(1)
+    # Host A stays at 448 tokens: the next test's run changes it again.
 
 
 HOLD_MARK = "/run/switchyard-run/switching"
 
 
-def test_a_drain_that_outlasts_its_timeout_fails_the_host_and_cuts_nothing(host, run_site):
+def test_a_drain_that_outlasts_its_timeout_fails_the_host_and_cuts_nothing(host, run_site, second_router_down):
     """A request that host A's gateway holds (a switch mark left on it by hand) keeps a router
     session open on A past router_drain_timeout_s: the run fails the host, which stays out of
-    the router and restarts nothing; the request then ends normally, and the next run switches
-    and admits the host."""
+    the router and restarts nothing, and stops there (host B untouched); the request then ends
+    normally, and the next run switches and admits the host, with a second router that is down
+    left out (--limit): the drain and the admission go to the router that is up."""
     backend_before = host.check_output("podman ps --filter name=llm-llamacpp --format '{{.ID}}'")
     mark = json.dumps({"to": "llamacpp", "hold_s": 120})
     host.run_expect([0], f"mkdir -p {os.path.dirname(HOLD_MARK)} && echo '{mark}' > {HOLD_MARK}")
@@ -213,41 +241,63 @@ def test_a_drain_that_outlasts_its_timeout_fails_the_host_and_cuts_nothing(host,
     ) in " ".join(run.output.split())
     assert router_state(host, "switchyard-sandbox")["drained"]
     assert host.check_output("podman ps --filter name=llm-llamacpp --format '{{.ID}}'") == backend_before
+    unit_b = on_host_b("cat", "/etc/systemd/system/llm-backend.service").replace("'", "")
+    assert "--ctx-size 384" not in unit_b, "the run went on to the second host"
     host.run(f"rm -f {HOLD_MARK}")  # the run's lock took its directory with it; in case it did not
     for asker in askers:
         asker.join()
     assert answers == [200] * len(askers), answers
-    again = run_site()
-    assert again.returncode == 0, again.output
+    again = fleet_play("site.yml", second_router_down, f"--limit=!{ROUTER_DOWN}")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"switchyard-sandbox -> {ROUTER_DOWN}" not in again.stdout, "a host was drained on the router left out"
     for name in HOSTS:
         assert router_state(host, name)["serving"], name
 
 
-def fleet_status(run_site, directory: Path) -> dict[str, list[str]]:
+def fleet_play(playbook: str, *options: str) -> subprocess.CompletedProcess:
+    """A playbook on the scenario's inventory, with any more `options` (inventories, --limit)."""
+    command = [*site_command(SCENARIO, playbook=playbook), *options]
+    return subprocess.run(command, cwd=PROJECT, env=PLAYBOOK_ENV, capture_output=True, text=True, check=False)
+
+
+def router_play(*options: str) -> subprocess.CompletedProcess:
+    """The router's play alone, on the scenario's inventory and any more `options`."""
+    return fleet_play("playbooks/router.yml", *options)
+
+
+ROUTER_DOWN = "switchyard-router-gone"
+
+
+@pytest.fixture
+def second_router_down(tmp_path: Path) -> str:
+    """An inventory with a second router that is down: nothing answers on its SSH port."""
+    extra = tmp_path / "routers.yml"
+    extra.write_text(
+        f"llm_routers:\n  hosts:\n    {ROUTER_DOWN}:\n      ansible_host: 127.0.0.1\n      ansible_port: 9\n"
+    )
+    return f"--inventory={extra}"
+
+
+def fleet_status(directory: Path, *options: str) -> dict[str, list[str]]:
     """playbooks/status.yml's Markdown report: host -> its cells."""
     report_file = directory / "fleet-status.md"
-    run = run_site(f"fleet_status_file={report_file}", playbook="playbooks/status.yml")
-    assert run.returncode == 0, run.output
+    run = fleet_play("playbooks/status.yml", "-e", f"fleet_status_file={report_file}", *options)
+    assert run.returncode == 0, run.stdout + run.stderr
     lines = report_file.read_text().splitlines()
     rows = [line.strip("|").split("|") for line in lines if line.startswith("| switchyard")]
     return {cells[0].strip(): [cell.strip() for cell in cells[1:]] for cells in rows}
 
 
 # `host` keeps the tests in this file's order: pytest groups the tests by its parameter.
-def test_the_status_playbook_reports_each_host(host, run_site, tmp_path):
-    report = fleet_status(run_site, tmp_path)
+def test_the_status_playbook_reports_each_host(host, tmp_path, second_router_down):
+    """With a second router down, left out of the run (--limit), whose view is unknown."""
+    report = fleet_status(tmp_path, second_router_down, f"--limit=!{ROUTER_DOWN}")
     assert list(report) == list(HOSTS)
     for cells in report.values():
         assert cells[:3] == ["serving", "llamacpp", "tiny-llama"], cells
         assert cells[3] == "`localhost/switchyard/llama.cpp:server-local`", cells
         assert cells[5] != "never", cells
-        assert cells[6] == "serving", cells
-
-
-def router_play(*options: str) -> subprocess.CompletedProcess:
-    """The router's play alone, on the scenario's inventory and any more `options`."""
-    command = [*site_command(SCENARIO, playbook="playbooks/router.yml"), *options]
-    return subprocess.run(command, cwd=PROJECT, env=PLAYBOOK_ENV, capture_output=True, text=True, check=False)
+        assert cells[6] == f"switchyard-sandbox: serving, {ROUTER_DOWN}: ?", cells
 
 
 def test_a_host_added_to_the_inventory_joins_the_router_without_cutting_streams(host, tmp_path):
@@ -306,6 +356,23 @@ def test_a_reload_keeps_a_drained_host_drained_and_an_operators_maintenance(host
     assert router_state(host, "switchyard-sandbox-b")["serving"]
 
 
+def test_a_router_that_is_down_is_named_and_a_run_leaving_it_out_goes_on(host, second_router_down):
+    """A second router that cannot be reached stops the run before anything changes, named with
+    what to do; the run that leaves it out (--limit '!router') configures the other router."""
+    before = host.file("/etc/haproxy/haproxy.cfg").content_string
+    stopped = router_play(second_router_down, "-e", "router_check_rise=3")
+    said = " ".join((stopped.stdout + stopped.stderr).split())
+    assert stopped.returncode != 0
+    assert f"{ROUTER_DOWN} cannot be reached" in said and f"--limit '!{ROUTER_DOWN}'" in said, said[-3000:]
+    assert host.file("/etc/haproxy/haproxy.cfg").content_string == before
+    went_on = router_play(second_router_down, f"--limit=!{ROUTER_DOWN}", "-e", "router_check_rise=3")
+    assert went_on.returncode == 0, went_on.stdout + went_on.stderr
+    assert f"This run leaves out the router(s) {ROUTER_DOWN}" in " ".join(went_on.stdout.split())
+    assert "rise 3" in host.file("/etc/haproxy/haproxy.cfg").content_string
+    restored = router_play()
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+
+
 def test_a_run_limited_to_the_router_is_refused_and_changes_nothing(host):
     """`--limit` leaves hosts out whose settings the router's configuration needs: refused by
     the settings check, with the router's configuration as it was."""
@@ -349,16 +416,22 @@ def unit_state_on_host_b(unit: str) -> tuple[str, str]:
     return states[0], states[1] if len(states) > 1 else ""
 
 
-def test_a_decommissioned_host_leaves_the_router_and_serves_nobody(host, run_site):
-    """playbooks/decommission.yml takes host B out under traffic through the router: no request
-    fails; B stays in MAINT; its gateway and backend are stopped and stay so at boot, and the
-    fleet's keys are gone from it. Host A, then the only one serving, is refused. B comes back
-    as an operator brings it back: out of MAINT, and the site run again."""
+def test_a_decommissioned_host_leaves_the_router_and_serves_nobody(host, run_site, second_router_down):
+    """playbooks/decommission.yml takes host B out under traffic through the router, with a
+    second router down and left out (--limit): no request fails; B stays in MAINT; its gateway
+    and backend are stopped and stay so at boot, and the fleet's keys are gone from it. Host A,
+    then the only one serving, is refused. B comes back as an operator brings it back: out of
+    MAINT, and the site run again."""
+
+    def decommission(name: str) -> subprocess.CompletedProcess:
+        options = (second_router_down, f"--limit=!{ROUTER_DOWN}", "-e", f"decommission_hosts={name}")
+        return fleet_play("playbooks/decommission.yml", *options)
+
     with traffic(ROUTER_URL, PAUSE_S, verify=ROUTER_CA) as outcomes:
         time.sleep(1)
-        run = run_site("decommission_hosts=switchyard-sandbox-b", playbook="playbooks/decommission.yml")
+        run = decommission("switchyard-sandbox-b")
         time.sleep(1)
-    assert run.returncode == 0, run.output
+    assert run.returncode == 0, run.stdout + run.stderr
     failed, total = outcome_summary(outcomes)
     assert failed == [], failed[:5]
     assert total > 5
@@ -367,9 +440,9 @@ def test_a_decommissioned_host_leaves_the_router_and_serves_nobody(host, run_sit
     for unit in ("llm-gateway.socket", "llm-gateway.service", "llm-backend.service"):
         assert unit_state_on_host_b(unit) == ("inactive", "disabled"), unit
     assert subprocess.run(["podman", "exec", HOST_B, "test", "-e", "/etc/switchyard/gateway-api-keys"]).returncode == 1
-    last = run_site("decommission_hosts=switchyard-sandbox", playbook="playbooks/decommission.yml")
+    last = decommission("switchyard-sandbox")
     assert last.returncode != 0
-    assert "switchyard-sandbox is the only host the routers" in " ".join(last.output.split())
+    assert "switchyard-sandbox is the only host the routers" in " ".join(last.stdout.split())
     assert router_state(host, "switchyard-sandbox")["serving"]
 
     runtime_api(host, "set server llm_hosts/switchyard-sandbox-b state ready")
@@ -398,7 +471,7 @@ def test_the_models_play_goes_one_host_at_a_time_on_a_fleet(host):
     assert a_ends <= b_starts, f"host B's models began at {b_starts}, before host A's ended at {a_ends}"
 
 
-def test_a_killed_host_is_dropped_within_seconds_and_no_request_fails_after(host, run_site, tmp_path):
+def test_a_killed_host_is_dropped_within_seconds_and_no_request_fails_after(host, tmp_path):
     with traffic(ROUTER_URL, PAUSE_S, verify=ROUTER_CA) as outcomes:
         time.sleep(1)
         killed = time.monotonic()
@@ -420,7 +493,7 @@ def test_a_killed_host_is_dropped_within_seconds_and_no_request_fails_after(host
     assert dropped - killed < 10
     assert total_after > 5
     assert failed_after == [], failed_after[:5]
-    report = fleet_status(run_site, tmp_path)
+    report = fleet_status(tmp_path)
     assert report["switchyard-sandbox"][0] == "serving"
     assert report["switchyard-sandbox-b"][0] == "unreachable"
     assert report["switchyard-sandbox-b"][6] == "down", "the router still counts the stopped host in"
