@@ -258,6 +258,17 @@ def test_a_router_that_cannot_be_reached_is_named_with_the_limit_that_leaves_it_
     assert "router-down cannot be reached" in said and "leave it out with --limit '!router-down'" in said, said
 
 
+def test_the_only_router_that_cannot_be_reached_is_named_without_a_limit_that_would_be_refused(tmp_path):
+    """Leaving out the fleet's only router is refused (below): the way out is to bring it back."""
+    returncode, report = run_site(tmp_path, "router_bind_address=127.0.0.1", second_host={}, routers=ROUTER_DOWN)
+    assert returncode != 0
+    results = [task["hosts"].get("router-down") for play in report["plays"] for task in play["tasks"]]
+    (failed,) = [result for result in results if result and result.get("failed")]
+    said = what_the_user_reads(failed)
+    assert "router-down cannot be reached" in said and "bring a router back and run again" in said, said
+    assert "--limit" not in said, said
+
+
 @pytest.mark.parametrize("playbook", ["site.yml", "playbooks/check.yml"])
 def test_a_run_that_leaves_out_a_router_that_is_down_goes_on(tmp_path, playbook):
     """The fleet's check passes, naming the router left out; site.yml then goes on to its

@@ -171,18 +171,30 @@ def lock_released(host, name: str) -> bool:
     return subprocess.run(["podman", "exec", HOST_B, *argv], check=False).returncode != 0
 
 
+def fleet_table(report_file: Path) -> dict[str, list[str]]:
+    """The fleet's table in Markdown (templates/fleet_status.md.j2): host -> its cells
+    (health, backend, model, image, GPU, up since, router)."""
+    lines = report_file.read_text().splitlines()
+    rows = [line.strip("|").split("|") for line in lines if line.startswith("| switchyard")]
+    return {cells[0].strip(): [cell.strip() for cell in cells[1:]] for cells in rows}
+
+
 def test_a_switch_that_fails_on_the_second_host_leaves_the_first_switched_and_both_serving(host, tmp_path):
     """A change for the whole fleet (a context of 448 tokens) whose new unit exits at start on
     the second host only (an argument llama-server refuses, set for it in the inventory):
     host A switches and serves, host B is rolled back to its last healthy unit and admitted
-    again, the run fails naming B, no request through the router fails, and both locks are
-    released."""
+    again, the run fails naming B and ends with the fleet's table saying so, no request through
+    the router fails, and both locks are released."""
     extra = tmp_path / "host-b.yml"
     extra.write_text(
         "llm_hosts:\n  hosts:\n    switchyard-sandbox-b:\n      llm_llamacpp_extra_args: [--no-such-flag]\n"
     )
+    report_file = tmp_path / "fleet-status.md"
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     with traffic(ROUTER_URL, PAUSE_S, verify=ROUTER_CA) as outcomes:
-        run = fleet_play("site.yml", f"--inventory={extra}", "-e", "llm_max_model_len=448")
+        run = fleet_play(
+            "site.yml", f"--inventory={extra}", "-e", "llm_max_model_len=448", "-e", f"fleet_status_file={report_file}"
+        )
     output = " ".join((run.stdout + run.stderr).split())
     failed, total = outcome_summary(outcomes)
     assert run.returncode != 0
@@ -195,6 +207,17 @@ def test_a_switch_that_fails_on_the_second_host_leaves_the_first_switched_and_bo
     assert "no-such-flag" not in unit_b and "--ctx-size 448" not in unit_b, "host B kept the failed unit"
     assert failed == [], failed[:5]
     assert total > 5
+    # The run ends with the fleet's table, read from the hosts: A up since this run's switch,
+    # B since before it (rolled back to its last healthy unit), both serving, both in.
+    assert "at the end of a run that failed on switchyard-sandbox-b" in report_file.read_text()
+    table = fleet_table(report_file)
+    assert list(table) == list(HOSTS)
+    for name, cells in table.items():
+        assert cells[:3] == ["serving", "llamacpp", "tiny-llama"], (name, cells)
+        assert cells[6] == "serving", (name, cells)
+        assert f"{name}: serving, llamacpp serving tiny-llama" in output, name
+    assert table["switchyard-sandbox"][5] >= started, table
+    assert table["switchyard-sandbox-b"][5] < started, table
     body = {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
     for name, gateway_url in HOSTS.items():
         assert router_state(host, name)["serving"], name
@@ -211,12 +234,15 @@ def test_a_switch_that_fails_on_the_second_host_leaves_the_first_switched_and_bo
 HOLD_MARK = "/run/switchyard-run/switching"
 
 
-def test_a_drain_that_outlasts_its_timeout_fails_the_host_and_cuts_nothing(host, run_site, second_router_down):
+def test_a_drain_that_outlasts_its_timeout_fails_the_host_and_cuts_nothing(
+    host, run_site, second_router_down, tmp_path
+):
     """A request that host A's gateway holds (a switch mark left on it by hand) keeps a router
     session open on A past router_drain_timeout_s: the run fails the host, which stays out of
-    the router and restarts nothing, and stops there (host B untouched); the request then ends
-    normally, and the next run switches and admits the host, with a second router that is down
-    left out (--limit): the drain and the admission go to the router that is up."""
+    the router and restarts nothing, and stops there (host B untouched), its table saying so;
+    the request then ends normally, and the next run switches and admits the host, with a
+    second router that is down left out (--limit): the drain and the admission go to the
+    router that is up."""
     backend_before = host.check_output("podman ps --filter name=llm-llamacpp --format '{{.ID}}'")
     mark = json.dumps({"to": "llamacpp", "hold_s": 120})
     host.run_expect([0], f"mkdir -p {os.path.dirname(HOLD_MARK)} && echo '{mark}' > {HOLD_MARK}")
@@ -233,8 +259,11 @@ def test_a_drain_that_outlasts_its_timeout_fails_the_host_and_cuts_nothing(host,
         askers.append(threading.Thread(target=ask))
         askers[-1].start()
         time.sleep(0.5)
-    run = run_site("llm_max_model_len=384", "router_drain_timeout_s=3")
+    report_file = tmp_path / "fleet-status.md"
+    run = run_site("llm_max_model_len=384", "router_drain_timeout_s=3", f"fleet_status_file={report_file}")
     assert run.returncode != 0
+    table = fleet_table(report_file)
+    assert [table[name][6] for name in HOSTS] == ["drained", "serving"], table
     assert (
         "switchyard-sandbox still carries 1 request(s) from the routers after 3 s (router_drain_timeout_s)."
         " It stays out of the routers, finishing them, and its services were not restarted."
@@ -283,15 +312,15 @@ def fleet_status(directory: Path, *options: str) -> dict[str, list[str]]:
     report_file = directory / "fleet-status.md"
     run = fleet_play("playbooks/status.yml", "-e", f"fleet_status_file={report_file}", *options)
     assert run.returncode == 0, run.stdout + run.stderr
-    lines = report_file.read_text().splitlines()
-    rows = [line.strip("|").split("|") for line in lines if line.startswith("| switchyard")]
-    return {cells[0].strip(): [cell.strip() for cell in cells[1:]] for cells in rows}
+    return fleet_table(report_file)
 
 
 # `host` keeps the tests in this file's order: pytest groups the tests by its parameter.
-def test_the_status_playbook_reports_each_host(host, tmp_path, second_router_down):
-    """With a second router down, left out of the run (--limit), whose view is unknown."""
-    report = fleet_status(tmp_path, second_router_down, f"--limit=!{ROUTER_DOWN}")
+@pytest.mark.parametrize("limit", [[], [f"--limit=!{ROUTER_DOWN}"]], ids=["asked", "left-out"])
+def test_the_status_playbook_reports_each_host(host, tmp_path, second_router_down, limit):
+    """With a second router down, whose view is unknown: asked (it does not answer), or left
+    out of the run (--limit)."""
+    report = fleet_status(tmp_path, second_router_down, *limit)
     assert list(report) == list(HOSTS)
     for cells in report.values():
         assert cells[:3] == ["serving", "llamacpp", "tiny-llama"], cells
