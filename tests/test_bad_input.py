@@ -282,7 +282,7 @@ def test_a_run_that_leaves_out_a_router_that_is_down_goes_on(tmp_path, playbook)
         options=("--limit=!router-down",),
     )
     ran = tasks_that_ran(report)
-    named = "Say which routers this run leaves out"
+    named = "router : Say which routers this run leaves out"
     said = [what_the_user_reads(result) for _play, task, result in ran if task == named]
     assert said == ["This run leaves out the router(s) router-down: they keep their configuration and their view"
                     " of the hosts as they were. Run playbooks/router.yml on them once they are back, before they"
