@@ -390,6 +390,20 @@ def router_column(views: Mapping[str, Any], host: str) -> str:
     return ", ".join(f"{router}: {word}" for router, word in words.items())
 
 
+def vrrp_group(
+    routers: Iterable[str], hostvars: Mapping[str, Mapping[str, Any]], virtual_address: str
+) -> dict[str, str]:
+    """The routers that share `virtual_address` (router_virtual_address), each with the address
+    the others send it VRRP on: its router_vrrp_address, else its ansible_host, else its name.
+    Read from the inventory, so a router left out of the run (--limit) stays a peer."""
+    group = {}
+    for router in routers:
+        settings = hostvars[router]
+        if virtual_address and settings.get("router_virtual_address", "") == virtual_address:
+            group[router] = settings.get("router_vrrp_address") or settings.get("ansible_host") or router
+    return group
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
@@ -417,6 +431,7 @@ class FilterModule:
             "fleet_status_row": fleet_status_row,
             "router_view": router_view,
             "router_views": router_views,
+            "vrrp_group": vrrp_group,
             "router_column": router_column,
             "gateway_keys": gateway_keys,
             "gateway_key_problems": gateway_key_problems,

@@ -11,8 +11,8 @@ from contextlib import contextmanager
 
 import httpx
 
-# (ok, seconds, what went wrong)
-Outcome = tuple[bool, float, str]
+# (ok, seconds, what went wrong, when it started: time.monotonic())
+Outcome = tuple[bool, float, str, float]
 
 
 def drive_client(
@@ -23,11 +23,14 @@ def drive_client(
     outcomes: list[Outcome],
     pause_s: float = 0,
     verify: str | bool = True,
+    timeout_s: float = 300,
 ) -> None:
     """One client of `url` (a gateway, or the router in front of gateways), in a loop until
-    `stop`, `pause_s` between requests; `verify`: the CA file of an https URL's certificate."""
+    `stop`, `pause_s` between requests; `verify`: the CA file of an https URL's certificate;
+    `timeout_s`: how long a request may wait for its next bytes."""
     body = {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8, "stream": stream}
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=300, verify=verify) as client:
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=url, headers=headers, timeout=timeout_s, verify=verify) as client:
         while not stop.is_set():
             started = time.monotonic()
             try:
@@ -41,13 +44,13 @@ def drive_client(
                 problem = "" if ok else f"{response.status_code} {text[-200:]}"
             except httpx.HTTPError as error:
                 ok, problem = False, repr(error)
-            outcomes.append((ok, time.monotonic() - started, problem))
+            outcomes.append((ok, time.monotonic() - started, problem, started))
             stop.wait(pause_s)
 
 
 @contextmanager
 def traffic(
-    url: str, key: str, clients: int = 4, pause_s: float = 0, verify: str | bool = True
+    url: str, key: str, clients: int = 4, pause_s: float = 0, verify: str | bool = True, timeout_s: float = 300
 ) -> Iterator[list[Outcome]]:
     """`clients` clients of `url`, every other one streaming, for as long as the block runs;
     yields their outcomes as they come. With `pause_s`, each waits that long between requests
@@ -55,7 +58,9 @@ def traffic(
     stop = threading.Event()
     outcomes: list[Outcome] = []
     threads = [
-        threading.Thread(target=drive_client, args=(url, key, stop, index % 2 == 0, outcomes, pause_s, verify))
+        threading.Thread(
+            target=drive_client, args=(url, key, stop, index % 2 == 0, outcomes, pause_s, verify, timeout_s)
+        )
         for index in range(clients)
     ]
     for thread in threads:
@@ -69,4 +74,4 @@ def traffic(
 
 
 def failures(outcomes: list[Outcome]) -> list[str]:
-    return [problem for ok, _seconds, problem in outcomes if not ok]
+    return [problem for ok, _seconds, problem, _started in outcomes if not ok]

@@ -212,6 +212,39 @@ FLEET_CASES = [
         {"router_worker_address": "8.8.4.4", "gateway_bind_address": "0.0.0.0"},
         "The router reaches bad-input-host-2 on 8.8.4.4 (router_worker_address), a public address",
     ),
+    # A standby router (keepalived); plain HTTP allowed, so that only the standby's check fails.
+    (
+        '{"router_virtual_address": "10.0.0.100", "router_allow_plain_http": true}',
+        {},
+        "router_virtual_address is 10.0.0.100, router_vrrp_id 51 and router_vrrp_priority 100: write the address",
+    ),
+    (
+        '{"router_virtual_address": "10.0.0.100/24", "router_vrrp_priority": 255, "router_allow_plain_http": true}',
+        {},
+        "the id from 1 to 255 and the priority from 1 to 254",
+    ),
+    (
+        '{"router_virtual_address": "10.0.0.100/24", "router_bind_address": "127.0.0.1"}',
+        {},
+        "shares the virtual address 10.0.0.100/24 but listens on 127.0.0.1 only (router_bind_address)",
+    ),
+    (
+        '{"router_virtual_address": "10.0.0.100/24", "router_allow_plain_http": true}',
+        {},
+        "bad-input-host has bad-input-host: set router_vrrp_address to its IP address",
+    ),
+    (
+        '{"router_virtual_address": "10.0.0.100/24", "router_vrrp_address": "127.0.0.1",'
+        ' "router_vrrp_interface": "nonexistent0", "router_allow_plain_http": true}',
+        {},
+        "bad-input-host has no network interface 'nonexistent0' (router_vrrp_interface)",
+    ),
+    (
+        '{"router_virtual_address": "10.0.0.100/24", "router_vrrp_address": "127.0.0.1",'
+        ' "router_allow_plain_http": true}',
+        {},
+        "bad-input-host has no network interface '' (router_vrrp_interface)",
+    ),
 ]
 
 

@@ -317,6 +317,22 @@ def test_router_views_has_none_for_a_router_that_noted_no_view():
     assert switchyard.router_views(["r1", "r2"], hostvars) == {"r1": {"a": "serving"}, "r2": None}
 
 
+def test_vrrp_group_takes_the_routers_of_one_virtual_address_at_their_vrrp_addresses():
+    """router_vrrp_address, else ansible_host, else the name; routers of another address or of
+    none are not peers, and no address makes no group."""
+    vip = "10.0.0.100/24"
+    hostvars = {
+        "r1": {"router_virtual_address": vip, "router_vrrp_address": "10.0.1.1", "ansible_host": "r1.example"},
+        "r2": {"router_virtual_address": vip, "ansible_host": "10.0.0.2", "router_vrrp_address": ""},
+        "10.0.0.3": {"router_virtual_address": vip},
+        "r4": {"router_virtual_address": "10.0.0.200/24", "ansible_host": "10.0.0.4"},
+        "r5": {"ansible_host": "10.0.0.5"},
+    }
+    routers = list(hostvars)
+    assert switchyard.vrrp_group(routers, hostvars, vip) == {"r1": "10.0.1.1", "r2": "10.0.0.2", "10.0.0.3": "10.0.0.3"}
+    assert switchyard.vrrp_group(routers, hostvars, "") == {}
+
+
 def test_router_column_names_the_routers_only_when_there_are_several():
     assert switchyard.router_column({}, "a") == "no router"
     assert switchyard.router_column({"r1": {"a": "drained"}}, "a") == "drained"

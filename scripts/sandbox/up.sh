@@ -19,6 +19,9 @@
 #                           in the host's /etc/containers/storage.conf: Podman on the host finds
 #                           them there and the roles need not copy and load them (the smaller
 #                           llama.cpp and Ollama images still come in as llm_image_archives)
+# With SWITCHYARD_SANDBOX_ADDRESS (the fleet's standby routers), the host has a network stack of
+# its own instead: that address on the Podman bridge network SWITCHYARD_SANDBOX_NETWORK (made
+# here if missing, a /24 around the address, whose .1 is this machine's side), SSH on it.
 # With SWITCHYARD_SANDBOX_ENGINE=docker (a host for container_engine: docker), two more:
 #   --cgroupns=private      on this machine's hybrid cgroup v1 layout, every `docker run` in
 #                           the sandbox fails mounting /sys/fs/cgroup without it
@@ -40,12 +43,21 @@ if podman container exists "$name"; then
   echo "sandbox host $name is already running" >&2
   exit 0
 fi
-for port in ${SWITCHYARD_SANDBOX_PORTS:-8000 8001 8002 8080} "$ssh_port"; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "port $port on 127.0.0.1 is in use; stop what holds it (another sandbox: scripts/sandbox/down.sh NAME) and retry" >&2
-    exit 1
-  fi
-done
+address=${SWITCHYARD_SANDBOX_ADDRESS:-}
+if [ -n "$address" ]; then
+  network=${SWITCHYARD_SANDBOX_NETWORK:?SWITCHYARD_SANDBOX_ADDRESS needs SWITCHYARD_SANDBOX_NETWORK}
+  podman network exists "$network" || podman network create --subnet "${address%.*}.0/24" "$network" >/dev/null
+  network_flags=(--network "$network" --ip "$address")
+else
+  address=127.0.0.1
+  network_flags=(--network host)
+  for port in ${SWITCHYARD_SANDBOX_PORTS:-8000 8001 8002 8080} "$ssh_port"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "port $port on 127.0.0.1 is in use; stop what holds it (another sandbox: scripts/sandbox/down.sh NAME) and retry" >&2
+      exit 1
+    fi
+  done
+fi
 
 engine_flags=()
 if [ "${SWITCHYARD_SANDBOX_ENGINE:-podman}" = docker ]; then
@@ -55,16 +67,17 @@ fi
 "${store_podman[@]}" images >/dev/null
 
 podman --runtime runc create --name "$name" --hostname "$name" \
-  --privileged --systemd=always --network host --shm-size 2g \
+  --privileged --systemd=always "${network_flags[@]}" --shm-size 2g \
   --ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit nproc=4096:4096 \
   --volume "$name-containers:/var/lib/containers" "${engine_flags[@]}" \
   --volume "$image_store:/var/lib/switchyard-images:ro" \
   "$image" /sbin/init >/dev/null
-# The image's SSH server listens on 2222 (scripts/sandbox/build.sh): this host's port instead.
+# The image's SSH server listens on 127.0.0.1:2222 (scripts/sandbox/build.sh): this host's
+# address and port instead.
 sshd_config=$(mktemp)
 trap 'rm -f "$sshd_config"' EXIT
 podman cp "$name:/etc/ssh/sshd_config.d/sandbox.conf" "$sshd_config"
-sed -i "s/^Port .*/Port $ssh_port/" "$sshd_config"
+sed -i -e "s/^Port .*/Port $ssh_port/" -e "s/^ListenAddress .*/ListenAddress $address/" "$sshd_config"
 podman cp "$sshd_config" "$name:/etc/ssh/sshd_config.d/sandbox.conf"
 # Podman's own defaults, and the engine image store (Debian's podman ships no storage.conf).
 containers_config=$(mktemp -d)
@@ -83,23 +96,28 @@ fi
 podman exec -i "$name" sh -c 'umask 077 && mkdir -p /root/.ssh && cat >/root/.ssh/authorized_keys' <"$key.pub"
 
 # A self-signed pair for a fleet's router (molecule/fleet's inventory serves TLS with it), for
-# 127.0.0.1, where the tests reach the router; made aside and moved in whole, since scenarios
-# side by side start their hosts at once.
+# the addresses the tests reach routers on: 127.0.0.1, and the virtual address of the standby
+# pair (molecule/fleet/tests). Made under a lock, since scenarios side by side start their hosts
+# at once, and made again when those addresses change.
 tls="$cache/router-tls"
-if [ ! -f "$tls/router.crt" ]; then
-  made=$(mktemp -d "$cache/router-tls.XXXXXX")
-  (umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
-    -subj /CN=switchyard-sandbox-router -addext subjectAltName=IP:127.0.0.1 \
-    -keyout "$made/router.key" -out "$made/router.crt" 2>/dev/null)
-  mv -T "$made" "$tls" 2>/dev/null || rm -rf "$made"
-fi
+tls_names="IP:127.0.0.1,IP:10.89.77.100"
+(
+  flock 9
+  if [ "$(cat "$tls/names" 2>/dev/null)" != "$tls_names" ]; then
+    rm -rf "$tls"
+    (umask 077 && mkdir -p "$tls" && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+      -nodes -days 3650 -subj /CN=switchyard-sandbox-router -addext "subjectAltName=$tls_names" \
+      -keyout "$tls/router.key" -out "$tls/router.crt" 2>/dev/null)
+    echo "$tls_names" >"$tls/names"
+  fi
+) 9>"$cache/router-tls.lock"
 
 for _ in $(seq 60); do
   state=$(podman exec "$name" systemctl is-system-running 2>/dev/null || true)
   case $state in
     running|degraded)
-      if (exec 3<>"/dev/tcp/127.0.0.1/$ssh_port") 2>/dev/null; then
-        echo "sandbox host $name is up ($state), SSH on 127.0.0.1:$ssh_port"
+      if (exec 3<>"/dev/tcp/$address/$ssh_port") 2>/dev/null; then
+        echo "sandbox host $name is up ($state), SSH on $address:$ssh_port"
         exit 0
       fi ;;
   esac

@@ -1,6 +1,7 @@
 """A fleet behind the router, driven as a user drives it: site.yml on an inventory of two hosts
 and a llm_routers group. The hosts share this machine's loopback on their own ports: host A
-(the testinfra host, which also runs the router) on 8000/8080, host B on 8100/8180."""
+(the testinfra host, which also runs the router) on 8000/8080, host B on 8100/8180. A standby
+pair of two more routers, each with a network of its own, joins for the tests that use it."""
 
 from __future__ import annotations
 
@@ -133,21 +134,130 @@ def router_lines(host) -> list[str]:
     return host.check_output(command).splitlines()
 
 
-def test_a_rolling_switch_drains_each_host_in_turn_and_fails_no_request(host, run_site):
-    """llama.cpp → Ollama → llama.cpp on both hosts under four clients of the router, two of
-    them streaming: each host is out of the router while its gateway switches, never both."""
-    with traffic(ROUTER_URL, PAUSE_S, verify=ROUTER_CA) as outcomes, router_watch(host) as samples:
+STANDBY_NETWORK = "switchyard-standby"
+# The standby pair: two routers sharing a virtual address (in the sandbox's router certificate:
+# scripts/sandbox/up.sh), each a sandbox host with a network stack of its own on a Podman
+# bridge, whose .1 is this machine's side, where the hosts' gateways listen for them. One pair
+# at a time on this machine: Podman hands each address to one container.
+STANDBY_ADDRESS = "10.89.77.100"
+STANDBY_URL = f"https://{STANDBY_ADDRESS}:8090"
+STANDBY_ROUTERS = {"switchyard-standby-1": "10.89.77.11", "switchyard-standby-2": "10.89.77.12"}
+BRIDGE_SIDE = "10.89.77.1"
+# The router that takes the address (the higher priority), and the one the test kills.
+KILLED = "switchyard-standby-1"
+
+
+def standby_container(router: str) -> str:
+    return os.environ.get("SWITCHYARD_SANDBOX", "switchyard-molecule") + "-" + router.removeprefix("switchyard-")
+
+
+def on_standby(router: str, command: str) -> str:
+    return subprocess.run(
+        ["podman", "exec", standby_container(router), "sh", "-c", command],
+        capture_output=True, text=True, check=True, timeout=30,
+    ).stdout  # fmt: skip
+
+
+def address_holders() -> list[str]:
+    """The standby routers that hold the virtual address now (a killed one holds nothing)."""
+    holders = []
+    for router in STANDBY_ROUTERS:
+        shown = subprocess.run(
+            ["podman", "exec", standby_container(router), "ip", "-brief", "-4", "address", "show", "eth0"],
+            capture_output=True, text=True, check=False, timeout=30,
+        )  # fmt: skip
+        if f" {STANDBY_ADDRESS}/" in shown.stdout:
+            holders.append(router)
+    return holders
+
+
+def wait_for_holder(not_this: str = "") -> tuple[str, float]:
+    """The router that takes the virtual address (other than `not_this`), and the seconds it took."""
+    started = time.monotonic()
+    while time.monotonic() - started < 60:
+        holders = [router for router in address_holders() if router != not_this]
+        if holders:
+            assert len(holders) == 1, holders
+            return holders[0], time.monotonic() - started
+        time.sleep(0.2)
+    raise AssertionError(f"no standby router took {STANDBY_ADDRESS} in 60 s")
+
+
+def restore_the_fleets_router(host) -> None:
+    """The fleet's own router back to reaching the hosts on loopback, if a run with the standby
+    pair's inventory left it reaching them on the bridge."""
+    if f"{BRIDGE_SIDE}:" in host.file("/etc/haproxy/haproxy.cfg").content_string:
+        restored = router_play()
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+
+
+@pytest.fixture(scope="module")
+def standby_pair(host, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Two more routers, each a sandbox host with a network stack of its own, that share the
+    virtual address, set up by the router's play with an inventory that adds them to
+    llm_routers and has the hosts reached on the bridge: that inventory's --inventory option.
+    The fleet's own router (the first host) stays one of the routers, without the address."""
+    cache = "{{ hostvars['switchyard-sandbox'].switchyard_sandbox_cache }}"
+    shared = {
+        "ansible_port": 2222,
+        "switchyard_sandbox_cache": cache,
+        "router_tls_certificate_file": f"{cache}/router-tls/router.crt",
+        "router_tls_key_file": f"{cache}/router-tls/router.key",
+        "router_virtual_address": f"{STANDBY_ADDRESS}/24",
+        "router_vrrp_interface": "eth0",
+    }
+    routers = {name: shared | {"ansible_host": address} for name, address in STANDBY_ROUTERS.items()}
+    # The first takes the address at start.
+    routers["switchyard-standby-1"]["router_vrrp_priority"] = 150
+    inventory = tmp_path_factory.mktemp("standby") / "standby.yml"
+    inventory.write_text(
+        json.dumps({
+            "llm_hosts": {"hosts": {name: {"router_worker_address": BRIDGE_SIDE} for name in HOSTS}},
+            "llm_routers": {"hosts": routers},
+            "sandbox_hosts": {"hosts": {name: {} for name in routers}},
+        })
+    )  # fmt: skip
+    option = f"--inventory={inventory}"
+    try:
+        for router, address in STANDBY_ROUTERS.items():
+            # One left by a run that was killed is in a network namespace that is gone.
+            subprocess.run([str(PROJECT / "scripts/sandbox/down.sh"), standby_container(router)], check=True)
+            subprocess.run(
+                [str(PROJECT / "scripts/sandbox/up.sh"), standby_container(router)],
+                env=os.environ | {"SWITCHYARD_SANDBOX_NETWORK": STANDBY_NETWORK, "SWITCHYARD_SANDBOX_ADDRESS": address},
+                check=True, timeout=180,
+            )  # fmt: skip
+        paired = router_play(option)
+        assert paired.returncode == 0, paired.stdout + paired.stderr
+        holder, _ = wait_for_holder()
+        assert holder == KILLED, "the higher router_vrrp_priority did not take the address"
+        yield option
+    finally:
+        restore_the_fleets_router(host)
+        for router in STANDBY_ROUTERS:
+            subprocess.run([str(PROJECT / "scripts/sandbox/down.sh"), standby_container(router)], check=False)
+
+
+def test_a_rolling_switch_drains_each_host_in_turn_and_fails_no_request(host, standby_pair):
+    """llama.cpp → Ollama → llama.cpp on both hosts under four clients of the standby pair's
+    virtual address, two of them streaming: each host is out of every router (the fleet's
+    own, watched, and both of the pair) while its gateway switches, never both."""
+    with traffic(STANDBY_URL, PAUSE_S, verify=ROUTER_CA) as outcomes, router_watch(host) as samples:
         durations = []
         for backend in ("ollama", "llamacpp"):
             started = time.monotonic()
-            run = run_site(f"llm_backend={backend}")
+            run = fleet_play("site.yml", standby_pair, "-e", f"llm_backend={backend}")
             durations.append(time.monotonic() - started)
-            assert run.returncode == 0, run.output
+            assert run.returncode == 0, run.stdout + run.stderr
+            for name in HOSTS:
+                for router, address in STANDBY_ROUTERS.items():
+                    drained = f"changed: [{name} -> {router}({address})]"
+                    assert drained in run.stdout, f"{name} was not drained on {router}"
     failed, total = outcome_summary(outcomes)
     switching_seen = {name: sum(1 for sample in samples if sample[name][0]) for name in HOSTS}
     print(
         f"rolling switches of 2 hosts: {', '.join(f'{d:.0f} s' for d in durations)}; "
-        f"{total} requests through the router, {len(failed)} failed; samples while switching: {switching_seen}"
+        f"{total} requests through the standby pair, {len(failed)} failed; samples while switching: {switching_seen}"
     )
     assert total > 20
     assert failed == [], failed[:5]
@@ -161,6 +271,68 @@ def test_a_rolling_switch_drains_each_host_in_turn_and_fails_no_request(host, ru
         state = router_state(host, name)
         assert state["serving"] and not state["drained"], (name, state)
         assert httpx.get(HOSTS[name] + "/config", headers={"x-api-key": GATEWAY_KEY}).json()["backend"] == "llamacpp"
+
+
+def test_a_standby_router_takes_the_address_when_the_active_one_dies(host, standby_pair):
+    """Four clients (two streaming) through the pair's virtual address while host B is drained
+    on both routers and a reload follows, and then the router that holds the address is
+    killed, its whole host: the other takes the address within seconds. No request fails
+    before the kill; those in flight on the killed router and those sent while no router held
+    the address fail; none sent after it moved. The killed router then stops a run that does
+    not leave it out, named with the --limit that does; the run with it goes on."""
+    assert address_holders() == [KILLED]
+    # A request on a router that dies without closing its connections waits for its client's
+    # timeout: a short one, as the OpenAI SDKs' retries would have it.
+    with traffic(STANDBY_URL, PAUSE_S, verify=ROUTER_CA, timeout_s=30) as outcomes:
+        time.sleep(3)
+        for router in STANDBY_ROUTERS:
+            on_standby(router, f"{ROUTER_CTL} drain switchyard-sandbox-b")
+        reloaded = router_play(standby_pair, "-e", "router_check_rise=3")
+        assert reloaded.returncode == 0, reloaded.stdout + reloaded.stderr
+        for router in STANDBY_ROUTERS:
+            state = json.loads(on_standby(router, f"{ROUTER_CTL} show switchyard-sandbox-b"))
+            assert state["drained"], (router, "the reload undrained host B", state)
+        before_kill = len(outcomes)
+        killed_at = time.monotonic()
+        subprocess.run(["podman", "kill", standby_container(KILLED)], check=True, capture_output=True)
+        survivor, moved_s = wait_for_holder(not_this=KILLED)
+        time.sleep(15)
+    # A second for the survivor's gratuitous ARP to reach the clients' side of the bridge.
+    moved_at = killed_at + moved_s + 1
+    through, since_kill = outcomes[:before_kill], outcomes[before_kill:]
+    cut = [outcome for outcome in since_kill if outcome[3] < moved_at]
+    after = [outcome for outcome in since_kill if outcome[3] >= moved_at]
+    print(
+        f"standby pair: {len(through)} requests through a drain and a reload, {len(failures(through))} failed; "
+        f"{KILLED} killed, {survivor} held the address {moved_s:.1f} s later; "
+        f"{len(failures(cut))} of {len(cut)} sent before then failed ({sorted(set(failures(cut)))}); "
+        f"{len(failures(after))} of {len(after)} sent after failed"
+    )
+    assert through and not failures(through), failures(through)
+    assert moved_s < 10
+    assert after and not failures(after), failures(after)
+    assert json.loads(on_standby(survivor, f"{ROUTER_CTL} show switchyard-sandbox-b"))["drained"]
+
+    try:
+        before = host.file("/etc/haproxy/haproxy.cfg").content_string
+        stopped = router_play(standby_pair, "-e", "router_check_rise=4")
+        said = " ".join((stopped.stdout + stopped.stderr).split())
+        assert stopped.returncode != 0
+        assert f"{KILLED} cannot be reached" in said and f"--limit '!{KILLED}'" in said, said[-3000:]
+        assert host.file("/etc/haproxy/haproxy.cfg").content_string == before, "a refused run changed a router"
+        # The survivor alone, the killed router left out by name, and the address given up.
+        went_on = router_play(
+            standby_pair, f"--limit=!{KILLED}", "-e", "router_check_rise=4", "-e", "router_virtual_address="
+        )
+        assert went_on.returncode == 0, went_on.stdout + went_on.stderr
+        assert f"This run leaves out the router(s) {KILLED}" in " ".join(went_on.stdout.split())
+        assert "rise 4" in host.file("/etc/haproxy/haproxy.cfg").content_string
+        assert "rise 4" in on_standby(survivor, "cat /etc/haproxy/haproxy.cfg")
+        assert address_holders() == []
+        assert on_standby(survivor, "systemctl is-active keepalived || true").strip() == "inactive"
+    finally:
+        restored = router_play()
+        assert restored.returncode == 0, restored.stdout + restored.stderr
 
 
 def lock_released(host, name: str) -> bool:
@@ -383,23 +555,6 @@ def test_a_reload_keeps_a_drained_host_drained_and_an_operators_maintenance(host
     assert restored.returncode == 0, restored.stdout + restored.stderr
     time.sleep(3)
     assert router_state(host, "switchyard-sandbox-b")["serving"]
-
-
-def test_a_router_that_is_down_is_named_and_a_run_leaving_it_out_goes_on(host, second_router_down):
-    """A second router that cannot be reached stops the run before anything changes, named with
-    what to do; the run that leaves it out (--limit '!router') configures the other router."""
-    before = host.file("/etc/haproxy/haproxy.cfg").content_string
-    stopped = router_play(second_router_down, "-e", "router_check_rise=3")
-    said = " ".join((stopped.stdout + stopped.stderr).split())
-    assert stopped.returncode != 0
-    assert f"{ROUTER_DOWN} cannot be reached" in said and f"--limit '!{ROUTER_DOWN}'" in said, said[-3000:]
-    assert host.file("/etc/haproxy/haproxy.cfg").content_string == before
-    went_on = router_play(second_router_down, f"--limit=!{ROUTER_DOWN}", "-e", "router_check_rise=3")
-    assert went_on.returncode == 0, went_on.stdout + went_on.stderr
-    assert f"This run leaves out the router(s) {ROUTER_DOWN}" in " ".join(went_on.stdout.split())
-    assert "rise 3" in host.file("/etc/haproxy/haproxy.cfg").content_string
-    restored = router_play()
-    assert restored.returncode == 0, restored.stdout + restored.stderr
 
 
 def test_a_run_limited_to_the_router_is_refused_and_changes_nothing(host):

@@ -31,6 +31,7 @@ from conftest import (
     site_command,
     traffic,
 )
+from scripts.clients import failures
 
 POOLING_UNITS = ("llm-embedding", "llm-reranker")
 
@@ -119,8 +120,8 @@ def test_switch_to_ollama_and_back_with_the_gateways_clients_seeing_no_failure(h
         back = run_site("llm_backend=llamacpp")
         assert back.returncode == 0, back.output
         assert gateway_pid() == pid, "the gateway was restarted"
-    failed = [problem for ok, _seconds, problem in outcomes if not ok]
-    longest = max(seconds for _ok, seconds, _problem in outcomes)
+    failed = failures(outcomes)
+    longest = max(seconds for _ok, seconds, _problem, _started in outcomes)
     print(f"through two switches: {len(outcomes)} requests, {len(failed)} failed, longest {longest:.1f} s")
     assert len(outcomes) > 20
     assert failed == [], failed[:5]
