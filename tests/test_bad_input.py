@@ -234,6 +234,13 @@ FLEET_CASES = [
         "bad-input-host has bad-input-host: set router_vrrp_address to its IP address",
     ),
     (
+        '{"router_virtual_address": "fd00::50/64", "router_vrrp_address": "127.0.0.1",'
+        ' "router_allow_plain_http": true}',
+        {},
+        "bad-input-host has 127.0.0.1: set router_vrrp_address to its IP address on the network of"
+        " router_vrrp_interface, IPv4 or IPv6 as the virtual address is",
+    ),
+    (
         '{"router_virtual_address": "10.0.0.100/24", "router_vrrp_address": "127.0.0.1",'
         ' "router_vrrp_interface": "nonexistent0", "router_allow_plain_http": true}',
         {},
