@@ -27,8 +27,9 @@ ROUTER_URL = "https://127.0.0.1:8090"
 # The router's self-signed certificate (scripts/sandbox/up.sh), which its clients trust.
 ROUTER_CA = str(PROJECT / ".cache/sandbox/router-tls/router.crt")
 HOSTS = {"switchyard-sandbox": "http://127.0.0.1:8080", "switchyard-sandbox-b": "http://127.0.0.1:8180"}
-# Host B's container (scripts/sandbox/up.sh), beside host A's.
-HOST_B = os.environ.get("SWITCHYARD_SANDBOX", "switchyard-molecule") + "-b"
+# Host A's container (scripts/sandbox/up.sh), and host B's beside it.
+SANDBOX = os.environ.get("SWITCHYARD_SANDBOX", "switchyard-molecule")
+HOST_B = SANDBOX + "-b"
 # The clients' pause between requests: steady traffic that leaves the two cores to the run.
 PAUSE_S = 0.1
 ROUTER_CTL = "/usr/local/libexec/switchyard/router-ctl /run/haproxy/admin.sock"
@@ -148,7 +149,7 @@ KILLED = "switchyard-standby-1"
 
 
 def standby_container(router: str) -> str:
-    return os.environ.get("SWITCHYARD_SANDBOX", "switchyard-molecule") + "-" + router.removeprefix("switchyard-")
+    return SANDBOX + "-" + router.removeprefix("switchyard-")
 
 
 def on_standby(router: str, command: str) -> str:
@@ -207,8 +208,7 @@ def standby_pair(host, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
         "router_vrrp_interface": "eth0",
     }
     routers = {name: shared | {"ansible_host": address} for name, address in STANDBY_ROUTERS.items()}
-    # The first takes the address at start.
-    routers["switchyard-standby-1"]["router_vrrp_priority"] = 150
+    routers[KILLED]["router_vrrp_priority"] = 150
     inventory = tmp_path_factory.mktemp("standby") / "standby.yml"
     inventory.write_text(
         json.dumps({
