@@ -26,8 +26,7 @@ class Phase:
     command: tuple[str, ...]
     needs: tuple[str, ...] = ()
     # Phases off the longest chain that measure no time yield the CPU (nice 10) to the ones on
-    # it, and take none of pipeline.py's slots: they run on what the scenarios leave, and a
-    # scenario never waits for a slot they hold.
+    # it: the llama-server compile and the pooling artifacts, which default and switch wait for.
     background: bool = False
 
     def run(self, logs: Path, t0: float) -> Outcome:
@@ -112,21 +111,21 @@ POOLING = "artifacts: pooling"
 DOUBLES = "artifacts: test doubles"
 VLLM = "artifacts: vllm"
 
-# In the order they start when a slot is free: the three longest scenarios (switch, fleet,
-# default) as early as their artifacts allow, the rest around them. The gateway tests need
-# only the sandbox's llama-server, but wait for the test doubles too: started when the sandbox
-# was built, they took the slot the switch scenario, the longest, then waited 80 s for.
+# In the order they start when a slot is free: the two longest scenarios (default, switch) as
+# early as their artifacts allow, the rest around them. The gateway tests need only the
+# sandbox's llama-server, but wait for the test doubles too: started when the sandbox was
+# built, they took the slot the switch scenario, the longest, then waited 80 s for.
 PHASES: list[Phase] = [
     Phase(SANDBOX, ("scripts/sandbox/build.sh",)),
     Phase(POOLING, ("scripts/sandbox/build_pooling.sh",)),
     Phase("lint", ("scripts/ci/lint.sh",), background=True),
     Phase(DOUBLES, ("sh", "-c", "molecule/default/build_test_doubles.sh && molecule/gpu/build_repo.sh"), (SANDBOX,)),
-    Scenario("molecule switch", needs=(SANDBOX, POOLING, DOUBLES)),
-    Scenario("molecule fleet", needs=(SANDBOX, DOUBLES)),
     Scenario("molecule default", needs=(SANDBOX, POOLING, DOUBLES)),
+    Scenario("molecule switch", needs=(SANDBOX, POOLING, DOUBLES)),
     Phase("unit tests", ("pytest", "tests/"), background=True),
     Phase(VLLM, ("scripts/sandbox/build_vllm.sh",), (POOLING,), background=True),
     Phase("gateway tests", ("pytest", "gateway/tests/"), (SANDBOX, DOUBLES)),
+    Scenario("molecule fleet", needs=(SANDBOX, DOUBLES)),
     Scenario("molecule vllm", needs=(SANDBOX, VLLM)),
     Scenario(
         "molecule gpu",

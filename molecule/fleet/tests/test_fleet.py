@@ -30,8 +30,10 @@ HOSTS = {"switchyard-sandbox": "http://127.0.0.1:8080", "switchyard-sandbox-b": 
 # Host A's container (scripts/sandbox/up.sh), and host B's beside it.
 SANDBOX = os.environ.get("SWITCHYARD_SANDBOX", "switchyard-molecule")
 HOST_B = SANDBOX + "-b"
-# The clients' pause between requests: steady traffic that leaves the two cores to the run.
-PAUSE_S = 0.1
+# The clients' pause between requests: steady traffic (four clients: a request every 0.2 s or
+# so) that leaves the two cores to the runs; at 0.1 s, 17 requests a second went through
+# the router, each served by a gateway and a llama-server, all through a rolling switch.
+PAUSE_S = 0.5
 ROUTER_CTL = "/usr/local/libexec/switchyard/router-ctl /run/haproxy/admin.sock"
 SCENARIO = Path(__file__).resolve().parents[1]
 
@@ -119,7 +121,9 @@ def router_watch(host) -> Iterator[list[dict]]:
             states = {name: json.loads(line) for name, line in zip(HOSTS, router_lines(host), strict=True)}
             after = {name: switching(url) for name, url in HOSTS.items()}
             samples.append({name: (before[name] and after[name], states[name]) for name in HOSTS})
-            stop.wait(0.1)
+            # Each sample is a podman exec and two router-ctl runs: CPU a tighter loop takes from
+            # the switch it watches, which keeps each host out for tens of seconds.
+            stop.wait(0.5)
 
     thread = threading.Thread(target=loop)
     thread.start()
@@ -637,24 +641,50 @@ def test_a_decommissioned_host_leaves_the_router_and_serves_nobody(host, run_sit
     assert router_state(host, "switchyard-sandbox-b")["serving"]
 
 
-def test_the_models_play_goes_one_host_at_a_time_on_a_fleet(host):
-    """playbooks/models.yml alone on the fleet: every task of host A's turn ends before host
-    B's first begins (fleet_serial 1), as the services play goes; a download that fails stops
-    the run at its batch. Read from the JSON callback's start and end of each task."""
-    command = site_command(SCENARIO, playbook="playbooks/models.yml")
+def models_play_spans(*extra_vars: str) -> tuple[subprocess.CompletedProcess[str], dict[str, list[tuple[str, str]]]]:
+    """playbooks/models.yml alone on the fleet, and the start and end of each of its tasks on
+    each host, read from the JSON callback."""
+    command = site_command(SCENARIO, *extra_vars, playbook="playbooks/models.yml")
     env = PLAYBOOK_ENV | {"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"}
     run = subprocess.run(command, cwd=PROJECT, env=env, capture_output=True, text=True, check=False)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr
     plays = [play for play in json.loads(run.stdout)["plays"] if play["play"]["name"].startswith("Put the models")]
     spans: dict[str, list[tuple[str, str]]] = {name: [] for name in HOSTS}
     for play in plays:
         for task in play["tasks"]:
             for name in task["hosts"]:
                 spans[name].append((task["task"]["duration"]["start"], task["task"]["duration"]["end"]))
+    return run, spans
+
+
+def test_the_models_play_goes_one_host_at_a_time_on_a_fleet(host, tmp_path):
+    """playbooks/models.yml alone on the fleet: every task of host A's turn ends before host
+    B's first begins (fleet_serial 1), as the services play goes. A download that fails on
+    host A stops the run there: host B untouched, the fleet's table written, both serving, the
+    locks released."""
+    run, spans = models_play_spans()
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr
     assert all(spans.values()), spans
     a_ends = max(end for _start, end in spans["switchyard-sandbox"])
     b_starts = min(start for start, _end in spans["switchyard-sandbox-b"])
     assert a_ends <= b_starts, f"host B's models began at {b_starts}, before host A's ended at {a_ends}"
+
+    report_file = tmp_path / "fleet-status.md"
+    failed, spans = models_play_spans(
+        "llm_backend=ollama", "llm_ollama_model=absent:7b", f"fleet_status_file={report_file}"
+    )
+    assert failed.returncode != 0
+    assert "Could not pull absent:7b" in failed.stdout, failed.stdout[-3000:]
+    assert spans["switchyard-sandbox"] and not spans["switchyard-sandbox-b"], "the run went on to host B"
+    assert "at the end of a run that failed on switchyard-sandbox" in report_file.read_text()
+    table = fleet_table(report_file)
+    assert list(table) == list(HOSTS)
+    for name, cells in table.items():
+        assert cells[:3] == ["serving", "llamacpp", "tiny-llama"] and cells[6] == "serving", (name, cells)
+    for name in HOSTS:
+        deadline = time.monotonic() + 30
+        while not lock_released(host, name):
+            assert time.monotonic() < deadline, f"{name} kept the run's lock"
+            time.sleep(0.5)
 
 
 def test_a_killed_host_is_dropped_within_seconds_and_no_request_fails_after(host, tmp_path):

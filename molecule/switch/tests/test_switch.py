@@ -92,10 +92,11 @@ def test_switch_to_ollama_and_back_with_the_gateways_clients_seeing_no_failure(h
     manifest = host.file(TINY_MANIFEST)
     assert not manifest.exists
     pid = gateway_pid()
-    # A pause between each client's requests, as in the fleet's test: a request every few
-    # tenths of a second per client still lands in every part of the switch, and the cores
-    # stay with the run (back to back, the clients took one of the machine's two).
-    with traffic(GATEWAY_URL, pause_s=0.1) as outcomes:
+    # A pause between each client's requests, as in the fleet's test: a request every half
+    # second per client (one every 0.2 s or so from the four) still lands in every part of the
+    # switch, and the cores stay with the run (back to back, the clients took one of the
+    # machine's two).
+    with traffic(GATEWAY_URL, pause_s=0.5) as outcomes:
         to_ollama = run_site("llm_backend=ollama")
         assert to_ollama.returncode == 0, to_ollama.output
         assert gateway_pid() == pid, "the gateway was restarted"
