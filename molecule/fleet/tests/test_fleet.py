@@ -349,6 +349,14 @@ def lock_released(host, name: str) -> bool:
     return subprocess.run(["podman", "exec", HOST_B, *argv], check=False).returncode != 0
 
 
+def wait_for_locks_released(host) -> None:
+    """The run's guard releases the locks once ansible-playbook has exited: within 30 s."""
+    deadline = time.monotonic() + 30
+    while not all(lock_released(host, name) for name in HOSTS):
+        assert time.monotonic() < deadline, "a host kept the failed run's lock"
+        time.sleep(1)
+
+
 def fleet_table(report_file: Path) -> dict[str, list[str]]:
     """The fleet's table in Markdown (templates/fleet_status.md.j2): host -> its cells
     (health, backend, model, image, GPU, up since, router)."""
@@ -401,11 +409,7 @@ def test_a_switch_that_fails_on_the_second_host_leaves_the_first_switched_and_bo
         assert router_state(host, name)["serving"], name
         answer = httpx.post(gateway_url + "/v1/chat/completions", json=body, headers={"x-api-key": GATEWAY_KEY})
         assert answer.status_code == 200, (name, answer.text)
-    # The run's guard releases the locks once ansible-playbook has exited.
-    deadline = time.monotonic() + 30
-    while not all(lock_released(host, name) for name in HOSTS):
-        assert time.monotonic() < deadline, "a host kept the failed run's lock"
-        time.sleep(1)
+    wait_for_locks_released(host)
     # Host A stays at 448 tokens: the next test's run changes it again.
 
 
@@ -680,11 +684,7 @@ def test_the_models_play_goes_one_host_at_a_time_on_a_fleet(host, tmp_path):
     assert list(table) == list(HOSTS)
     for name, cells in table.items():
         assert cells[:3] == ["serving", "llamacpp", "tiny-llama"] and cells[6] == "serving", (name, cells)
-    for name in HOSTS:
-        deadline = time.monotonic() + 30
-        while not lock_released(host, name):
-            assert time.monotonic() < deadline, f"{name} kept the run's lock"
-            time.sleep(0.5)
+    wait_for_locks_released(host)
 
 
 def test_a_killed_host_is_dropped_within_seconds_and_no_request_fails_after(host, tmp_path):
