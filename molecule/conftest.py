@@ -111,11 +111,16 @@ def repeating(action: Callable[[], None], every_s: float) -> Iterator[None]:
 
 
 @contextmanager
-def traffic(url: str, pause_s: float = 0, verify: str | bool = True, timeout_s: float = 300) -> Iterator[list[Outcome]]:
+def traffic(
+    url: str, pause_s: float = 0, verify: str | bool = True, timeout_s: float = 300, sdk_retries: int | None = None
+) -> Iterator[list[Outcome]]:
     """Four clients of `url` with the sandbox's key, two of them streaming (scripts/clients.py);
     `verify`: the CA file an https URL's certificate is checked against; `timeout_s`: how long
-    a request may wait for its next bytes."""
-    with clients.traffic(url, GATEWAY_KEY, pause_s=pause_s, verify=verify, timeout_s=timeout_s) as outcomes:
+    a request may wait for its next bytes; `sdk_retries`: the official SDKs' clients, with that
+    many retries, rather than plain HTTP ones that never retry."""
+    with clients.traffic(
+        url, GATEWAY_KEY, pause_s=pause_s, verify=verify, timeout_s=timeout_s, sdk_retries=sdk_retries
+    ) as outcomes:
         yield outcomes
 
 

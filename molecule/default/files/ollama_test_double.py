@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """Test double for the Ollama server: no Ollama binary can be had on the test machines.
 
-It stands in for the narrow part of Ollama's HTTP API that Switchyard relies on - the
-version probe, the OpenAI-compatible model list and chat completions (plain and SSE), and
-/api/pull - and lists as models the manifests found under $OLLAMA_MODELS (or
+It stands in for the narrow part of Ollama's HTTP API that Switchyard and its clients rely
+on - the version probe, the OpenAI-compatible model list and chat completions (plain and
+SSE), the Responses API (plain, as Ollama has had it since 0.13.3), Anthropic's Messages
+(plain and SSE, since 0.14.0), and /api/pull - and lists as models the manifests found under $OLLAMA_MODELS (or
 ~/.ollama/models), as Ollama does. Like Ollama, it loads a model only for its first request:
 a corrupt blob is listed and fails that request with a 500, not the server's start. It
 listens on $OLLAMA_HOST. Everything else answers 404.
@@ -88,6 +89,10 @@ def pull(name: str):
     yield {"status": "success"}
 
 
+# Every answer's words, whatever was asked.
+WORDS = ("hello", " from", " the", " Ollama", " test", " double")
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -113,7 +118,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/api/pull":
             self.pull(request.get("model") or request.get("name", ""), request.get("stream", True))
             return
-        if self.path != "/v1/chat/completions":
+        answer = {"/v1/chat/completions": self.chat, "/v1/responses": self.respond, "/v1/messages": self.message}
+        if self.path not in answer or (self.path == "/v1/responses" and request.get("stream")):
             self.send_json(404, {"error": "not found"})
             return
         if request.get("model") not in model_names():
@@ -124,28 +130,64 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError as error:
             self.send_json(500, {"error": {"message": str(error), "type": "api_error"}})
             return
-        reply = {"id": "chatcmpl-test-double", "created": int(time.time()), "model": request["model"]}
-        if not request.get("stream"):
-            message = {"role": "assistant", "content": "hello from the Ollama test double"}
-            self.send_json(
-                200,
-                reply
-                | {"object": "chat.completion", "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]},
-            )
+        answer[self.path](request["model"], bool(request.get("stream")))
+
+    def chat(self, model: str, stream: bool) -> None:
+        reply = {"id": "chatcmpl-test-double", "created": int(time.time()), "model": model}
+        if not stream:
+            message = {"role": "assistant", "content": "".join(WORDS)}
+            choice = {"index": 0, "message": message, "finish_reason": "stop"}
+            self.send_json(200, reply | {"object": "chat.completion", "choices": [choice]})
             return
+        self.start_events()
+        for word in (*WORDS, None):
+            delta = {"content": word} if word else {}
+            choice = {"index": 0, "delta": delta, "finish_reason": None if word else "stop"}
+            chunk = reply | {"object": "chat.completion.chunk", "choices": [choice]}
+            self.write_chunk(f"data: {json.dumps(chunk)}\n\n")
+        self.write_chunk("data: [DONE]\n\n")
+        self.wfile.write(b"0\r\n\r\n")
+
+    def respond(self, model: str, _stream: bool) -> None:
+        text = {"type": "output_text", "text": "".join(WORDS), "annotations": []}
+        output = {"type": "message", "id": "msg_test_double", "status": "completed", "role": "assistant"}
+        self.send_json(
+            200,
+            {
+                "id": "resp_test_double", "object": "response", "created_at": int(time.time()), "model": model,
+                "status": "completed", "output": [output | {"content": [text]}],
+                "usage": {"input_tokens": 1, "output_tokens": len(WORDS), "total_tokens": 1 + len(WORDS)},
+            },
+        )  # fmt: skip
+
+    def message(self, model: str, stream: bool) -> None:
+        message = {
+            "id": "msg_test_double", "type": "message", "role": "assistant", "model": model,
+            "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 1, "output_tokens": 0},
+        }  # fmt: skip
+        if not stream:
+            done = {"content": [{"type": "text", "text": "".join(WORDS)}], "stop_reason": "end_turn"}
+            self.send_json(200, message | done | {"usage": {"input_tokens": 1, "output_tokens": len(WORDS)}})
+            return
+        self.start_events()
+        events = [
+            {"type": "message_start", "message": message | {"content": []}},
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            *({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}} for w in WORDS),
+            {"type": "content_block_stop", "index": 0},
+            {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+             "usage": {"output_tokens": len(WORDS)}},
+            {"type": "message_stop"},
+        ]  # fmt: skip
+        for event in events:
+            self.write_chunk(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n")
+        self.wfile.write(b"0\r\n\r\n")
+
+    def start_events(self) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        for word in ("hello", " from", " the", " test", " double", None):
-            delta = {"content": word} if word else {}
-            chunk = reply | {
-                "object": "chat.completion.chunk",
-                "choices": [{"index": 0, "delta": delta, "finish_reason": None if word else "stop"}],
-            }
-            self.write_chunk(f"data: {json.dumps(chunk)}\n\n")
-        self.write_chunk("data: [DONE]\n\n")
-        self.wfile.write(b"0\r\n\r\n")
 
     def pull(self, name: str, stream: bool) -> None:
         """As Ollama answers: JSON lines when streamed, else the last event (an error as 500)."""

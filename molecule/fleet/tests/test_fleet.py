@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from conftest import GATEWAY_KEY, PLAYBOOK_ENV, PROJECT, site_command, traffic
-from scripts.clients import failures
+from scripts.clients import CUT_MID_ANSWER, failures
 
 ROUTER_URL = "https://127.0.0.1:8090"
 # The router's self-signed certificate (scripts/sandbox/up.sh), which its clients trust.
@@ -34,6 +34,9 @@ HOST_B = SANDBOX + "-b"
 # so) that leaves the two cores to the runs; at 0.1 s, 17 requests a second went through
 # the router, each served by a gateway and a llama-server, all through a rolling switch.
 PAUSE_S = 0.5
+# The SDK clients' retries through a router's failover (about 3-4 s here): the SDKs' default, 2,
+# backs off about 1.5 s in all; 4, 6 to 7 s (docs/fleet.md).
+SDK_RETRIES = 4
 ROUTER_CTL = "/usr/local/libexec/switchyard/router-ctl /run/haproxy/admin.sock"
 SCENARIO = Path(__file__).resolve().parents[1]
 
@@ -243,24 +246,23 @@ def standby_pair(host, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
 
 
 def test_a_rolling_switch_drains_each_host_in_turn_and_fails_no_request(host, standby_pair):
-    """llama.cpp → Ollama → llama.cpp on both hosts under four clients of the standby pair's
-    virtual address, two of them streaming: each host is out of every router (the fleet's
-    own, watched, and both of the pair) while its gateway switches, never both."""
+    """llama.cpp → Ollama on both hosts under four clients of the standby pair's virtual
+    address, two of them streaming: each host is out of every router (the fleet's own, watched,
+    and both of the pair) while its gateway switches, never both. The fleet stays on Ollama:
+    the next switch, back to llama.cpp, is the one that fails on the second host."""
     with traffic(STANDBY_URL, PAUSE_S, verify=ROUTER_CA) as outcomes, router_watch(host) as samples:
-        durations = []
-        for backend in ("ollama", "llamacpp"):
-            started = time.monotonic()
-            run = fleet_play("site.yml", standby_pair, "-e", f"llm_backend={backend}")
-            durations.append(time.monotonic() - started)
-            assert run.returncode == 0, run.stdout + run.stderr
-            for name in HOSTS:
-                for router, address in STANDBY_ROUTERS.items():
-                    drained = f"changed: [{name} -> {router}({address})]"
-                    assert drained in run.stdout, f"{name} was not drained on {router}"
+        started = time.monotonic()
+        run = fleet_play("site.yml", standby_pair, "-e", "llm_backend=ollama")
+        duration = time.monotonic() - started
+        assert run.returncode == 0, run.stdout + run.stderr
+        for name in HOSTS:
+            for router, address in STANDBY_ROUTERS.items():
+                drained = f"changed: [{name} -> {router}({address})]"
+                assert drained in run.stdout, f"{name} was not drained on {router}"
     failed, total = outcome_summary(outcomes)
     switching_seen = {name: sum(1 for sample in samples if sample[name][0]) for name in HOSTS}
     print(
-        f"rolling switches of 2 hosts: {', '.join(f'{d:.0f} s' for d in durations)}; "
+        f"rolling switch of 2 hosts: {duration:.0f} s; "
         f"{total} requests through the standby pair, {len(failed)} failed; samples while switching: {switching_seen}"
     )
     assert total > 20
@@ -274,22 +276,24 @@ def test_a_rolling_switch_drains_each_host_in_turn_and_fails_no_request(host, st
     for name in HOSTS:
         state = router_state(host, name)
         assert state["serving"] and not state["drained"], (name, state)
-        assert httpx.get(HOSTS[name] + "/config", headers={"x-api-key": GATEWAY_KEY}).json()["backend"] == "llamacpp"
+        assert httpx.get(HOSTS[name] + "/config", headers={"x-api-key": GATEWAY_KEY}).json()["backend"] == "ollama"
 
 
 def test_a_standby_router_takes_the_address_when_the_active_one_dies(host, standby_pair):
-    """Four clients (two streaming) through the pair's virtual address while host B is drained
-    on both routers and a reload follows, and then the router that holds the address is
-    killed, its whole host: the other takes the address within seconds. No request fails
-    before the kill; those in flight on the killed router and those sent while no router held
-    the address fail; none sent after it moved. The killed router then stops a run that does
-    not leave it out, named with the --limit that does; the run with it goes on."""
+    """Four clients of the official SDKs (OpenAI's chat streamed and whole, its Responses API,
+    Anthropic's Messages streamed), each with SDK_RETRIES retries, through the pair's virtual
+    address while host B is drained on both routers and a reload follows, and then the router
+    that holds the address is killed, its whole host: the other takes the address within
+    seconds. No request fails but a stream cut after its answer began on the killed router
+    (no client can retry that); what was sent while no router held the address, or waited on
+    the dead one, the SDKs retry. The killed router then stops a run that does not leave it
+    out, named with the --limit that does; the run with it goes on."""
     holders = address_holders()
     assert len(holders) == 1, holders
     killed = holders[0]
     # A request on a router that dies without closing its connections waits for its client's
-    # timeout: a short one, as the OpenAI SDKs' retries would have it.
-    with traffic(STANDBY_URL, PAUSE_S, verify=ROUTER_CA, timeout_s=30) as outcomes:
+    # timeout, after which the SDK retries it: a short one.
+    with traffic(STANDBY_URL, PAUSE_S, verify=ROUTER_CA, timeout_s=30, sdk_retries=SDK_RETRIES) as outcomes:
         time.sleep(3)
         for router in STANDBY_ROUTERS:
             on_standby(router, f"{ROUTER_CTL} drain switchyard-sandbox-b")
@@ -299,24 +303,22 @@ def test_a_standby_router_takes_the_address_when_the_active_one_dies(host, stand
             state = json.loads(on_standby(router, f"{ROUTER_CTL} show switchyard-sandbox-b"))
             assert state["drained"], (router, "the reload undrained host B", state)
         before_kill = len(outcomes)
-        killed_at = time.monotonic()
         subprocess.run(["podman", "kill", standby_container(killed)], check=True, capture_output=True)
         survivor, moved_s = wait_for_holder(not_this=killed)
         time.sleep(15)
-    # A second for the survivor's gratuitous ARP to reach the clients' side of the bridge.
-    moved_at = killed_at + moved_s + 1
     through, since_kill = outcomes[:before_kill], outcomes[before_kill:]
-    cut = [outcome for outcome in since_kill if outcome[3] < moved_at]
-    after = [outcome for outcome in since_kill if outcome[3] >= moved_at]
+    cut = [problem for problem in failures(since_kill) if problem.startswith(CUT_MID_ANSWER)]
     print(
-        f"standby pair: {len(through)} requests through a drain and a reload, {len(failures(through))} failed; "
-        f"{killed} killed, {survivor} held the address {moved_s:.1f} s later; "
-        f"{len(failures(cut))} of {len(cut)} sent before then failed ({sorted(set(failures(cut)))}); "
-        f"{len(failures(after))} of {len(after)} sent after failed"
+        f"standby pair, {SDK_RETRIES} SDK retries: {len(through)} requests through a drain and a reload, "
+        f"{len(failures(through))} failed; {killed} killed, {survivor} held the address {moved_s:.1f} s later; "
+        f"{len(failures(since_kill))} of {len(since_kill)} sent since the kill failed, {len(cut)} of them "
+        f"streams cut mid-answer ({sorted(set(failures(since_kill)))})"
     )
     assert through and not failures(through), failures(through)
     assert moved_s < 10
-    assert after and not failures(after), failures(after)
+    assert since_kill and failures(since_kill) == cut, failures(since_kill)
+    # Only a stream under way at the kill is cut: one per streaming client at most.
+    assert len(cut) <= 2, cut
     assert json.loads(on_standby(survivor, f"{ROUTER_CTL} show switchyard-sandbox-b"))["drained"]
 
     try:
@@ -366,11 +368,11 @@ def fleet_table(report_file: Path) -> dict[str, list[str]]:
 
 
 def test_a_switch_that_fails_on_the_second_host_leaves_the_first_switched_and_both_serving(host, tmp_path):
-    """A change for the whole fleet (a context of 448 tokens) whose new unit exits at start on
-    the second host only (an argument llama-server refuses, set for it in the inventory):
-    host A switches and serves, host B is rolled back to its last healthy unit and admitted
-    again, the run fails naming B and ends with the fleet's table saying so, no request through
-    the router fails, and both locks are released."""
+    """The fleet back from Ollama to llama.cpp (a context of 448 tokens), whose new unit exits
+    at start on the second host only (an argument llama-server refuses, set for it in the
+    inventory): host A switches and serves, host B is rolled back to Ollama, its last healthy
+    unit, and admitted again, the run fails naming B and ends with the fleet's table saying
+    so, no request through the router fails, and both locks are released."""
     extra = tmp_path / "host-b.yml"
     extra.write_text(
         "llm_hosts:\n  hosts:\n    switchyard-sandbox-b:\n      llm_llamacpp_extra_args: [--no-such-flag]\n"
@@ -398,10 +400,13 @@ def test_a_switch_that_fails_on_the_second_host_leaves_the_first_switched_and_bo
     assert "at the end of a run that failed on switchyard-sandbox-b" in report_file.read_text()
     table = fleet_table(report_file)
     assert list(table) == list(HOSTS)
-    for name, cells in table.items():
-        assert cells[:3] == ["serving", "llamacpp", "tiny-llama"], (name, cells)
-        assert cells[6] == "serving", (name, cells)
-        assert f"{name}: serving, llamacpp serving tiny-llama" in output, name
+    # Each host read on its own port (B's 8100 from its inventory, A's 8000 from the defaults):
+    # read with B's settings, A's row gave B's model.
+    served = {"switchyard-sandbox": ("llamacpp", "tiny-llama"), "switchyard-sandbox-b": ("ollama", "tiny:latest")}
+    for name, (backend, model) in served.items():
+        assert table[name][:3] == ["serving", backend, model], (name, table[name])
+        assert table[name][6] == "serving", (name, table[name])
+        assert f"{name}: serving, {backend} serving {model}" in output, name
     assert table["switchyard-sandbox"][5] >= started, table
     assert table["switchyard-sandbox-b"][5] < started, table
     body = {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
@@ -410,7 +415,7 @@ def test_a_switch_that_fails_on_the_second_host_leaves_the_first_switched_and_bo
         answer = httpx.post(gateway_url + "/v1/chat/completions", json=body, headers={"x-api-key": GATEWAY_KEY})
         assert answer.status_code == 200, (name, answer.text)
     wait_for_locks_released(host)
-    # Host A stays at 448 tokens: the next test's run changes it again.
+    # Host A stays at 448 tokens and host B on Ollama: the next test's last run converges both.
 
 
 HOLD_MARK = "/run/switchyard-run/switching"

@@ -78,10 +78,10 @@ TINY_MANIFEST = "/var/lib/switchyard/ollama/models/manifests/registry.ollama.ai/
 
 
 def test_switch_to_ollama_and_back_with_the_gateways_clients_seeing_no_failure(host, run_site, http, gateway):
-    """llama.cpp → Ollama → (the same again: nothing to do) → llama.cpp, while four clients,
-    two streaming, drive the gateway: the gateway is reloaded, not restarted, holds new
-    requests while the backend restarts and lets the forwarded ones finish first. One pair of
-    switches for both checks: each switch is a full site.yml run."""
+    """llama.cpp → Ollama → (the same again: nothing to do) → llama.cpp with --tags services,
+    while four clients, two streaming, drive the gateway: the gateway is reloaded, not
+    restarted, holds new requests while the backend restarts and lets the forwarded ones
+    finish first, and follows a scoped switch as it follows a full one."""
 
     def gateway_pid() -> str:
         return host.check_output("systemctl show --property=MainPID --value llm-gateway")
@@ -118,7 +118,8 @@ def test_switch_to_ollama_and_back_with_the_gateways_clients_seeing_no_failure(h
         assert again.returncode == 0, again.output
         assert "changed=0" in again.output, "a pulled model is not pulled again"
 
-        back = run_site("llm_backend=llamacpp")
+        # Back with the scope an operator gives a backend switch alone: the gateway follows.
+        back = run_site("llm_backend=llamacpp", tags="services")
         assert back.returncode == 0, back.output
         assert gateway_pid() == pid, "the gateway was restarted"
     failed = failures(outcomes)
@@ -202,28 +203,6 @@ def test_llamacpp_to_a_broken_ollama_model_rolls_back_to_llamacpp(host, run_site
         host.check_output(f"mv /root/good-blob {blob}")
 
 
-def test_a_switch_with_tags_services_and_a_broken_llamacpp_rolled_back_to_ollama(host, run_site, http, gateway):
-    """--tags services switches to Ollama and the gateway follows; a broken llama.cpp on top
-    of it is rolled back to Ollama; --tags services switches back, and the gateway follows
-    again. One test, so that the broken switch starts from Ollama without a run of its own."""
-    to_ollama = run_site("llm_backend=ollama", tags="services")
-    assert to_ollama.returncode == 0, to_ollama.output
-    assert_gateway_routes_to(gateway, "ollama")
-    ollama_unit = host.file("/etc/systemd/system/llm-backend.service").content_string
-    with outage_watch("tiny:latest") as outage:
-        run = run_site('{"llm_llamacpp_extra_args": ["--no-such-flag"]}')
-    assert run.returncode != 0
-    assert "It was rolled back to its last healthy unit" in run.output
-    assert host.file("/etc/systemd/system/llm-backend.service").content_string == ollama_unit
-    assert_serving(host, http, "ollama", "tiny:latest")
-    assert_gateway_routes_to(gateway, "ollama")
-    print(f"Ollama -> broken llama.cpp: Ollama unanswered for {outage['longest_outage_s']:.1f} s in all")
-    back = run_site(tags="services")
-    assert back.returncode == 0, back.output
-    assert_gateway_routes_to(gateway, "llamacpp")
-    assert_llamacpp_serving(host, http)
-
-
 SWITCH_MARK = "/run/switchyard-run/switching"
 
 
@@ -297,19 +276,41 @@ def assert_serving_again_soon(host, gateway, answers: list[tuple[float, bool]], 
     return since
 
 
-def test_a_run_killed_mid_switch_leaves_the_host_serving_and_the_next_run_converges(host, run_site, http, gateway):
-    """Ctrl-C right after the drain (the mark holds the gateway's requests), then a crash
-    during the new backend's load: each time the host serves through the gateway again within
-    5 s without anyone running anything (the run's guard releases its lock, and the mark with
-    it; the backend's unit announces itself to the gateway), and the next run converges. A
-    second run with the same settings then changes nothing and restarts nothing (the
-    idempotence check of this inventory, the default scenario's too)."""
+def test_ctrl_c_after_the_drain_leaves_the_host_serving(host, http, gateway):
+    """Ctrl-C right after the drain (the mark holds the gateway's requests): the host serves
+    llama.cpp through the gateway again within 5 s without anyone running anything (the run's
+    guard releases its lock, and the mark with it). The next test's run is the one after it."""
     assert_llamacpp_serving(host, http)
     with gateway_answers() as answers:
         killed_at = kill_a_switch("llm_backend=ollama", lambda: host.file(SWITCH_MARK).exists, ctrl_c)
         assert_serving_again_soon(host, gateway, answers, killed_at, "Ctrl-C after the drain")
-    to_ollama = run_site("llm_backend=ollama")
+    assert_llamacpp_serving(host, http)
+
+
+def test_a_switch_with_tags_services_and_a_broken_llamacpp_rolled_back_to_ollama(host, run_site, http, gateway):
+    """The run after a Ctrl-C: --tags services switches to Ollama and the gateway follows;
+    a broken llama.cpp on top of it is rolled back to Ollama. The host stays on Ollama: the
+    next test's crashed switch takes it back to llama.cpp."""
+    to_ollama = run_site("llm_backend=ollama", tags="services")
     assert to_ollama.returncode == 0, to_ollama.output
+    assert_gateway_routes_to(gateway, "ollama")
+    ollama_unit = host.file("/etc/systemd/system/llm-backend.service").content_string
+    with outage_watch("tiny:latest") as outage:
+        run = run_site('{"llm_llamacpp_extra_args": ["--no-such-flag"]}')
+    assert run.returncode != 0
+    assert "It was rolled back to its last healthy unit" in run.output
+    assert host.file("/etc/systemd/system/llm-backend.service").content_string == ollama_unit
+    assert_serving(host, http, "ollama", "tiny:latest")
+    assert_gateway_routes_to(gateway, "ollama")
+    print(f"Ollama -> broken llama.cpp: Ollama unanswered for {outage['longest_outage_s']:.1f} s in all")
+
+
+def test_a_run_crashed_during_the_model_load_serves_and_the_next_run_converges(host, run_site, http, gateway):
+    """From Ollama, a crash of the run during llama.cpp's model load: the host serves through
+    the gateway again within 5 s without anyone running anything (the backend's unit announces
+    itself to the gateway), and the next run converges. A second run with the same settings
+    then changes nothing and restarts nothing (the idempotence check of this inventory, the
+    default scenario's too)."""
     assert_gateway_routes_to(gateway, "ollama")
 
     def loading() -> bool:
