@@ -96,6 +96,22 @@ def chat_whole(url: str, key: str, verify: str | bool, timeout_s: float, retries
 SDK_CLIENTS = (chat_streamed, responses_whole, messages_streamed, chat_whole)
 
 
+def sdk_outcome(ask: Callable[[], Iterable[object]]) -> Outcome:
+    """One ask of an SDK client, read to its end: a failure after the answer began is marked
+    CUT_MID_ANSWER."""
+    started = time.monotonic()
+    began = False
+    try:
+        answer = ask()
+        began = True
+        for _item in answer:
+            pass
+        ok, problem = True, ""
+    except (openai.APIError, anthropic.APIError, httpx2.HTTPError) as error:
+        ok, problem = False, (CUT_MID_ANSWER if began else "") + repr(error)
+    return ok, time.monotonic() - started, problem, started
+
+
 def drive_sdk_client(
     url: str,
     key: str,
@@ -112,17 +128,7 @@ def drive_sdk_client(
     client, ask = SDK_CLIENTS[index % len(SDK_CLIENTS)](url, key, verify, timeout_s, retries)
     with client:
         while not stop.is_set():
-            started = time.monotonic()
-            began = False
-            try:
-                answer = ask()
-                began = True
-                for _item in answer:
-                    pass
-                ok, problem = True, ""
-            except (openai.APIError, anthropic.APIError, httpx2.HTTPError) as error:
-                ok, problem = False, (CUT_MID_ANSWER if began else "") + repr(error)
-            outcomes.append((ok, time.monotonic() - started, problem, started))
+            outcomes.append(sdk_outcome(ask))
             stop.wait(pause_s)
 
 

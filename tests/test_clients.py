@@ -32,18 +32,13 @@ class DyingRouter(BaseHTTPRequestHandler):
         type(self).seen += 1
         if type(self).seen <= self.refusals:
             self.answer(503, {"error": {"message": "no server is available"}})
-        elif request.get("stream") and self.cut_streams:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            self.wfile.flush()
-            self.close_connection = True
         elif request.get("stream"):
+            # Cut: the headers promise a chunked body that never comes. Else: an empty stream.
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Content-Length", "0")
+            self.send_header(*(("Transfer-Encoding", "chunked") if self.cut_streams else ("Content-Length", "0")))
             self.end_headers()
+            self.close_connection = self.cut_streams
         elif self.path == "/v1/responses":
             self.answer(200, {"id": "r", "object": "response", "created_at": 0, "model": "m", "output": []})
         elif self.path == "/v1/chat/completions":
@@ -74,23 +69,13 @@ def router() -> Iterator[type[DyingRouter]]:
         thread.join()
 
 
-class OneRequest(threading.Event):
-    """A stop event for one request: unset when the client first looks, set after."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.looked = False
-
-    def is_set(self) -> bool:
-        looked, self.looked = self.looked, True
-        return looked
-
-
 def one_request_each(url: str, retries: int) -> list[clients.Outcome]:
     """One request from each SDK client kind, one after another, in SDK_CLIENTS' order."""
-    outcomes: list[clients.Outcome] = []
-    for index in range(len(clients.SDK_CLIENTS)):
-        clients.drive_sdk_client(url, "key", OneRequest(), index, outcomes, 0, True, 5, retries)
+    outcomes = []
+    for kind in clients.SDK_CLIENTS:
+        client, ask = kind(url, "key", True, 5, retries)
+        with client:
+            outcomes.append(clients.sdk_outcome(ask))
     return outcomes
 
 

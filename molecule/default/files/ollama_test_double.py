@@ -4,8 +4,8 @@
 It stands in for the narrow part of Ollama's HTTP API that Switchyard and its clients rely
 on - the version probe, the OpenAI-compatible model list and chat completions (plain and
 SSE), the Responses API (plain, as Ollama has had it since 0.13.3), Anthropic's Messages
-(plain and SSE, since 0.14.0), and /api/pull - and lists as models the manifests found under $OLLAMA_MODELS (or
-~/.ollama/models), as Ollama does. Like Ollama, it loads a model only for its first request:
+(plain and SSE, since 0.14.0), and /api/pull - and lists as models the manifests found
+under $OLLAMA_MODELS (or ~/.ollama/models), as Ollama does. Like Ollama, it loads a model only for its first request:
 a corrupt blob is listed and fails that request with a 500, not the server's start. It
 listens on $OLLAMA_HOST. Everything else answers 404.
 
