@@ -61,6 +61,51 @@ def hf_cached(repos: Iterable[Mapping[str, Any]], hub_dir: str) -> list[Mapping[
     return [repo for repo in repos if (hub / hf_cache_name(repo["repo"])).is_dir()]
 
 
+def hf_copies_needed(
+    repos: Iterable[Mapping[str, Any]], source_hub: str, host_hub: str, held: Iterable[Mapping[str, Any]]
+) -> list[Mapping[str, Any]]:
+    """The repos whose Hugging Face cache entry under source_hub, on the control node, the
+    host does not hold as the models role's copy leaves it under host_hub. `held` is what
+    ansible.builtin.find (recursive, any file type, hidden ones too) found under host_hub.
+    An entry is held when every directory, link and file of it is there and nothing else
+    is, each file of the same size, root's and of mode 0644.
+
+    Sizes, not checksums, as rsync's quick check: a cache entry never changes in place (a new
+    revision is a new snapshot, its files new blobs named by their hash), and a checksum of
+    every file on both sides, which the copy module takes, reads a 16 GB model twice a run."""
+    host_shapes = {item["path"].removeprefix(host_hub.rstrip("/") + "/"): _held_shape(item) for item in held}
+    needed = []
+    for repo in repos:
+        entry = hf_cache_name(repo["repo"])
+        held_here = {path: shape for path, shape in host_shapes.items() if path.startswith(entry + "/")}
+        if _entry_shapes(Path(source_hub), entry) != held_here:
+            needed.append(repo)
+    return needed
+
+
+def _entry_shapes(hub: Path, entry: str) -> dict[str, tuple]:
+    """What is under a cache entry on the control node, as paths relative to the hub, with
+    the shape the copy gives each on the host (links stay links)."""
+    shapes: dict[str, tuple] = {}
+    for path in (hub / entry).rglob("*"):
+        relative = path.relative_to(hub).as_posix()
+        if path.is_symlink():
+            shapes[relative] = ("link",)
+        elif path.is_dir():
+            shapes[relative] = ("directory",)
+        else:
+            shapes[relative] = ("file", "0644", (0, 0), path.stat().st_size)
+    return shapes
+
+
+def _held_shape(item: Mapping[str, Any]) -> tuple:
+    if item.get("islnk"):
+        return ("link",)
+    if item.get("isdir"):
+        return ("directory",)
+    return ("file", item.get("mode"), (item.get("uid"), item.get("gid")), item.get("size"))
+
+
 def settings_options(options: Mapping[str, Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
     """A role's argument spec options without its parameters (required: what a play passes
     the role, such as the gateway's gateway_upstream): the settings, which have defaults."""
@@ -411,6 +456,7 @@ class FilterModule:
             "hf_cache_name": hf_cache_name,
             "hf_snapshots": hf_snapshots,
             "hf_cached": hf_cached,
+            "hf_copies_needed": hf_copies_needed,
             "probe_host": probe_host,
             "is_ip_address": is_ip_address,
             "is_loopback": is_loopback,

@@ -106,6 +106,16 @@ CASES = [
 ]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def facts_gathered_once(tmp_path_factory):
+    """The runs of this module reach the same host: its facts are gathered by the first and
+    read from a cache by the others (ansible.cfg's "smart" gathering), a second of each run."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ANSIBLE_CACHE_PLUGIN", "ansible.builtin.jsonfile")
+        patch.setenv("ANSIBLE_CACHE_PLUGIN_CONNECTION", str(tmp_path_factory.mktemp("facts")))
+        yield
+
+
 def run_site(
     tmp_path: Path,
     *extra_vars: str,

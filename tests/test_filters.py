@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from configparser import RawConfigParser
 from pathlib import Path
@@ -40,6 +41,59 @@ def test_hf_cached_finds_the_repos_a_hub_directory_holds(tmp_path):
     repos = [{"repo": "BAAI/bge-m3", "revision": "main"}, {"repo": "org/absent"}, {"repo": "org/a-file"}]
     assert switchyard.hf_cached(repos, str(tmp_path)) == [{"repo": "BAAI/bge-m3", "revision": "main"}]
     assert switchyard.hf_cached(repos, "") == []
+
+
+def hf_entry(hub: Path, repo: str) -> Path:
+    """A cache entry as huggingface-hub leaves it: blobs named by hash, snapshot files that
+    link to them, refs."""
+    entry = hub / switchyard.hf_cache_name(repo)
+    (entry / "blobs").mkdir(parents=True)
+    (entry / "blobs" / "9e1c").write_bytes(b"weights" * 100)
+    (entry / "refs").mkdir()
+    (entry / "refs" / "main").write_text("abc123")
+    snapshot = entry / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "model.safetensors").symlink_to("../../blobs/9e1c")
+    return entry
+
+
+def found_by_find(top: Path, owner: tuple[int, int] = (0, 0), mode: str = "0644") -> list[dict]:
+    """What ansible.builtin.find (recursive, any type) reports of what is under top, as if
+    the copy had left it: root's, files of the mode given."""
+    found = []
+    for path in top.rglob("*"):
+        info = {"path": str(path), "islnk": path.is_symlink(), "isdir": path.is_dir() and not path.is_symlink()}
+        if not info["islnk"] and not info["isdir"]:
+            info |= {"mode": mode, "size": path.stat().st_size}
+        found.append(info | {"uid": owner[0], "gid": owner[1]})
+    return found
+
+
+def test_hf_copies_needed_only_for_an_entry_the_host_does_not_hold_as_copied(tmp_path):
+    source, host = tmp_path / "source", tmp_path / "host"
+    hf_entry(source, "BAAI/bge-m3")
+    hf_entry(source, "org/other")
+    shutil.copytree(source, host, symlinks=True)
+    repos = [{"repo": "BAAI/bge-m3"}, {"repo": "org/other"}]
+
+    def needed(held: list[dict]) -> list[str]:
+        return [repo["repo"] for repo in switchyard.hf_copies_needed(repos, str(source), f"{host}/", held)]
+
+    entry = host / "models--BAAI--bge-m3"
+    other = found_by_find(host / "models--org--other")
+    assert needed(found_by_find(entry) + other) == []
+    assert needed(other) == ["BAAI/bge-m3"], "an entry the host lacks"
+    assert needed(found_by_find(entry, mode="0600") + other) == ["BAAI/bge-m3"], "a file of another mode"
+    assert needed(found_by_find(entry, owner=(1000, 1000)) + other) == ["BAAI/bge-m3"], "not root's"
+    (entry / "blobs" / "9e1c").write_bytes(b"cut")
+    assert needed(found_by_find(entry) + other) == ["BAAI/bge-m3"], "a file of another size"
+    shutil.rmtree(entry)
+    shutil.copytree(source / "models--BAAI--bge-m3", entry, symlinks=False)
+    assert needed(found_by_find(entry) + other) == ["BAAI/bge-m3"], "a link that is a file on the host"
+    shutil.rmtree(entry)
+    shutil.copytree(source / "models--BAAI--bge-m3", entry, symlinks=True)
+    (entry / "blobs" / "0ld").write_text("an older revision's")
+    assert needed(found_by_find(entry) + other) == ["BAAI/bge-m3"], "a file the control node lacks"
 
 
 def test_settings_options_leave_out_the_parameters_a_play_passes():

@@ -104,6 +104,18 @@ def test_each_service_gets_the_gpus_of_its_own_setting(units, name, podman_devic
     assert option(docker, "--gpus") == docker_gpus
 
 
+@pytest.mark.parametrize(
+    ("name", "own"), [("vllm", "--chat-only"), ("embedding", "--pooling-only"), ("reranker", "--pooling-only")]
+)
+def test_each_vllm_server_gets_the_further_arguments_of_its_own_setting(units, name, own):
+    """llm_vllm_extra_args are the chat backend's, llm_vllm_pooling_extra_args the two pooling
+    servers': at the end of the server's arguments, after the image, and nowhere else."""
+    argv = exec_start(units / f"{name}-extra-args.service")
+    (other,) = {"--chat-only", "--pooling-only"} - {own}
+    assert argv[-2:] == ["--enforce-eager", own]
+    assert other not in argv
+
+
 @pytest.mark.parametrize("name", SERVICES)
 def test_podman_units_hand_systemd_the_container_state(units, name):
     text = (units / f"{name}-podman-gpu.service").read_text()
