@@ -112,11 +112,9 @@ DOUBLES = "artifacts: test doubles"
 VLLM = "artifacts: vllm"
 
 # In the order they start when a slot is free: the two longest scenarios (default, switch) as
-# early as their artifacts allow, the rest around them. The fleet, the longest after them,
-# takes the unit tests' slot, and the gateway tests the next free one: ahead of the fleet they
-# made it end 160 s later, the last phase of a run with every artifact built. They need only
-# the sandbox's llama-server, but wait for the test doubles too: started when the sandbox was
-# built, they took the slot the switch scenario then waited 80 s for.
+# early as their artifacts allow, the rest around them. The gateway tests need only the
+# sandbox's llama-server, but wait for the test doubles too: started when the sandbox was
+# built, they took the slot the switch scenario, the longest, then waited 80 s for.
 PHASES: list[Phase] = [
     Phase(SANDBOX, ("scripts/sandbox/build.sh",)),
     Phase(POOLING, ("scripts/sandbox/build_pooling.sh",)),
@@ -126,9 +124,9 @@ PHASES: list[Phase] = [
     Scenario("molecule switch", needs=(SANDBOX, POOLING, DOUBLES)),
     Phase("unit tests", ("pytest", "tests/"), background=True),
     Phase(VLLM, ("scripts/sandbox/build_vllm.sh",), (POOLING,), background=True),
+    Phase("gateway tests", ("pytest", "gateway/tests/"), (SANDBOX, DOUBLES)),
     Scenario("molecule fleet", needs=(SANDBOX, DOUBLES)),
     Scenario("molecule vllm", needs=(SANDBOX, VLLM)),
-    Phase("gateway tests", ("pytest", "gateway/tests/"), (SANDBOX, DOUBLES)),
     Scenario(
         "molecule gpu",
         needs=(SANDBOX, DOUBLES),
