@@ -187,9 +187,11 @@ def test_every_container_is_confined_and_reads_its_models_read_only(units, name,
     assert "--pids-limit=4096" in argv
     assert "--ipc=private" in argv and "--ipc" not in argv  # not the host's (--ipc host)
     assert "--privileged" not in argv
+    # The containers' own account, by number (render_units.yml gives it 998:997), never root.
+    assert [arg for arg in argv if arg.startswith(("--user", "-u"))] == ["--user=998:997"]
     volumes = [argv[index + 1] for index, arg in enumerate(argv) if arg == "--volume"]
     # Ollama manages its own store: pull_model_ollama.sh pulls through the running server.
-    writable = ["/var/lib/switchyard/ollama:/root/.ollama"] if name == "ollama" else []
+    writable = ["/var/lib/switchyard/ollama:/ollama/.ollama"] if name == "ollama" else []
     assert volumes and [volume for volume in volumes if not volume.endswith(":ro")] == writable, volumes
 
 
@@ -197,8 +199,14 @@ def test_every_container_is_confined_and_reads_its_models_read_only(units, name,
 def test_vllm_units_serve_the_downloaded_files_offline_and_report_nothing(units, name):
     argv = exec_start(units / f"{name}-podman-gpu.service")
     env = {argv[index + 1] for index, word in enumerate(argv) if word == "--env"}
-    assert env == {"HF_HUB_OFFLINE=1", "VLLM_NO_USAGE_STATS=1", "DO_NOT_TRACK=1"}
-    assert "/var/lib/switchyard/huggingface:/root/.cache/huggingface:ro" in argv
+    assert env == {
+        "HF_HUB_OFFLINE=1",
+        "HF_HOME=/var/cache/huggingface",
+        "HOME=/tmp",
+        "VLLM_NO_USAGE_STATS=1",
+        "DO_NOT_TRACK=1",
+    }
+    assert "/var/lib/switchyard/huggingface:/var/cache/huggingface:ro" in argv
 
 
 def test_vllm_unit_carries_the_seed_settings(units):
@@ -244,7 +252,8 @@ def test_ollama_unit_carries_the_seed_settings(units):
     argv = exec_start(units / "ollama-podman-gpu.service")
     assert "OLLAMA_HOST=127.0.0.1:8000" in argv
     assert "OLLAMA_NUM_PARALLEL=2" in argv
-    assert "/var/lib/switchyard/ollama:/root/.ollama" in argv
+    # Ollama's store is its ~/.ollama: HOME points at its mount.
+    assert "/var/lib/switchyard/ollama:/ollama/.ollama" in argv and "HOME=/ollama" in argv
     assert argv[-1] == "docker.io/ollama/ollama:0.14.0"
 
 
@@ -302,8 +311,8 @@ def test_infinity_serves_under_v1_offline_and_reports_nothing(units):
     assert {"HF_HUB_OFFLINE=1", "DO_NOT_TRACK=1", "INFINITY_ANONYMOUS_USAGE_STATS=0"} <= env
     # Its own cache goes to the container's /tmp: the models' mount is read-only.
     assert "INFINITY_HOME=/tmp" in env
-    assert "/var/lib/switchyard/huggingface:/root/.cache/huggingface:ro" in argv
-    assert "HF_HOME=/root/.cache/huggingface" in env
+    assert "/var/lib/switchyard/huggingface:/var/cache/huggingface:ro" in argv
+    assert "HF_HOME=/var/cache/huggingface" in env
 
 
 @pytest.mark.parametrize("engine", ENGINES)

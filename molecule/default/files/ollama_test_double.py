@@ -25,7 +25,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-MODELS = Path(os.environ.get("OLLAMA_MODELS", "/root/.ollama/models"))
+MODELS = Path(os.environ.get("OLLAMA_MODELS") or Path.home() / ".ollama" / "models")
 REGISTRY = MODELS / "manifests" / "registry.ollama.ai"
 UPSTREAM = Path(os.environ.get("OLLAMA_TEST_DOUBLE_REGISTRY", "/registry"))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import shlex
 
 import httpx
 
@@ -35,7 +36,10 @@ def test_every_listening_socket_is_on_loopback(host):
 
 
 def test_service_containers_are_confined(host):
-    """No capability, no privilege gain, a bound on processes, models mounted read-only."""
+    """The containers' own account, not root; no capability, no privilege gain, a bound on
+    processes, models mounted read-only."""
+    account = host.user("switchyard-llm")
+    assert account.exists and account.uid != 0 and account.shell == "/usr/sbin/nologin"
     for name in host.check_output("podman ps --format '{{.Names}}'").split():
         pid = host.check_output(f"podman inspect --format '{{{{.State.Pid}}}}' {name}")
         status = dict(
@@ -43,11 +47,47 @@ def test_service_containers_are_confined(host):
             for line in host.file(f"/proc/{pid}/status").content_string.splitlines()
             if ":\t" in line
         )
+        # Real, effective, saved and filesystem ids, as the host's kernel sees them.
+        assert status["Uid"].split() == [str(account.uid)] * 4, (name, status["Uid"])
+        assert status["Gid"].split() == [str(account.gid)] * 4, (name, status["Gid"])
         assert int(status["CapEff"], 16) == 0 and int(status["CapBnd"], 16) == 0, (name, status["CapBnd"])
         assert status["NoNewPrivs"].strip() == "1", name
         assert host.check_output(f"podman inspect --format '{{{{.HostConfig.PidsLimit}}}}' {name}") == "4096"
         mounts = host.check_output(f"podman inspect --format '{{{{range .Mounts}}}}{{{{.RW}}}} {{{{end}}}}' {name}")
         assert mounts.split() and set(mounts.split()) == {"false"}, (name, mounts)
+
+
+# Run inside a container: connect to each ADDRESS:PORT given, and to a port the kernel gave
+# a listener of the container's own; print how each attempt ended.
+CONNECT = """
+import errno, socket, sys
+
+def attempt(address, port):
+    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as client:
+        client.settimeout(5)
+        try:
+            client.connect((address, port))
+        except OSError as error:
+            return errno.errorcode.get(error.errno, str(error))
+        return "connected"
+
+own = socket.create_server(("127.0.0.1", 0))
+targets = [("127.0.0.1", own.getsockname()[1])]
+targets += [(target.rpartition(":")[0].strip("[]"), int(target.rpartition(":")[2])) for target in sys.argv[1:]]
+print(" ".join(attempt(address, port) for address, port in targets))
+"""
+
+
+def test_a_container_reaches_neither_the_hosts_services_nor_the_metadata_address(host):
+    """From inside a running service container, as its account: the backend, the gateway and
+    sshd on loopback, and a cloud's metadata address, are refused at once by the firewall
+    (admin-prohibited: EHOSTUNREACH over IPv4, EACCES over IPv6; with the rules unloaded, each
+    connected or said ECONNREFUSED), while a port the kernel gave the container's own
+    processes stays open to them."""
+    targets = "127.0.0.1:8000 127.0.0.1:8080 127.0.0.1:2222 [::1]:8080 169.254.169.254:80"
+    outcome = host.check_output(f"podman exec llm-embedding python3 -c {shlex.quote(CONNECT)} {targets}")
+    assert outcome.split() == ["connected"] + ["EHOSTUNREACH"] * 3 + ["EACCES", "EHOSTUNREACH"], outcome
+    assert host.service("switchyard-containers-firewall").is_enabled
 
 
 def test_the_gateway_unit_is_sandboxed(host):
