@@ -189,6 +189,8 @@ def test_every_container_is_confined_and_reads_its_models_read_only(units, name,
     assert "--privileged" not in argv
     # The containers' own account, by number (render_units.yml gives it 998:997), never root.
     assert [arg for arg in argv if arg.startswith(("--user", "-u"))] == ["--user=998:997"]
+    # Named for programs that look it up: Docker adds no /etc/passwd entry for it.
+    assert "USER=switchyard-llm" in [argv[index + 1] for index, arg in enumerate(argv) if arg == "--env"]
     volumes = [argv[index + 1] for index, arg in enumerate(argv) if arg == "--volume"]
     # Ollama manages its own store: pull_model_ollama.sh pulls through the running server.
     writable = ["/var/lib/switchyard/ollama:/ollama/.ollama"] if name == "ollama" else []
@@ -203,6 +205,7 @@ def test_vllm_units_serve_the_downloaded_files_offline_and_report_nothing(units,
         "HF_HUB_OFFLINE=1",
         "HF_HOME=/var/cache/huggingface",
         "HOME=/tmp",
+        "USER=switchyard-llm",
         "VLLM_NO_USAGE_STATS=1",
         "DO_NOT_TRACK=1",
     }
