@@ -6,8 +6,11 @@ Loaded through ansible.cfg's `filter_plugins`; tests/test_filters.py tests each 
 from __future__ import annotations
 
 import datetime
+import glob
+import hashlib
 import ipaddress
 import json
+import os
 import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
@@ -104,6 +107,41 @@ def _held_shape(item: Mapping[str, Any]) -> tuple:
     if item.get("isdir"):
         return ("directory",)
     return ("file", item.get("mode"), (item.get("uid"), item.get("gid")), item.get("size"))
+
+
+def archives_to_ship(
+    archives: Iterable[Mapping[str, Any]], held: Iterable[Mapping[str, Any]]
+) -> list[Mapping[str, Any]]:
+    """The archives (mappings with `path`: the files, directories and glob patterns on the
+    control node that community.general.archive packs, and `dest`: where the host unpacks it)
+    that the host lacks a file of, or holds another version of. `held` is what
+    ansible.builtin.find (recursive, with SHA-256 checksums) found under the dests. A file the
+    host holds besides them is left alone, as the unpack leaves it. An archive of no file is
+    stale too: packing it fails, naming its paths."""
+    checksums = {item["path"]: item.get("checksum") for item in held}
+    stale = []
+    for archive in archives:
+        dest = str(archive["dest"]).rstrip("/")
+        wanted = archive_files([archive["path"]] if isinstance(archive["path"], str) else archive["path"])
+        if not wanted or any(checksums.get(f"{dest}/{name}") != checksum for name, checksum in wanted.items()):
+            stale.append(archive)
+    return stale
+
+
+def archive_files(patterns: Iterable[str]) -> dict[str, str]:
+    """{name in the archive: SHA-256} of every file an archive of these patterns holds, named
+    as community.general.archive names them (relative to the common parent of the expanded
+    paths), Python's byte-code caches left out, as the gateway role's archives leave them."""
+    paths = sorted(
+        {path for pattern in patterns for path in (glob.glob(pattern) if glob.has_magic(pattern) else [pattern])}
+    )
+    root = Path(os.path.commonpath([os.path.dirname(path) for path in paths])) if paths else Path()
+    files = {}
+    for path in map(Path, paths):
+        for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            if file.is_file() and "__pycache__" not in file.relative_to(root).parts:
+                files[file.relative_to(root).as_posix()] = hashlib.sha256(file.read_bytes()).hexdigest()
+    return files
 
 
 def settings_options(options: Mapping[str, Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
@@ -457,6 +495,7 @@ class FilterModule:
             "hf_snapshots": hf_snapshots,
             "hf_cached": hf_cached,
             "hf_copies_needed": hf_copies_needed,
+            "archives_to_ship": archives_to_ship,
             "probe_host": probe_host,
             "is_ip_address": is_ip_address,
             "is_loopback": is_loopback,

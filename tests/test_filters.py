@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sys
@@ -94,6 +95,54 @@ def test_hf_copies_needed_only_for_an_entry_the_host_does_not_hold_as_copied(tmp
     shutil.copytree(source / "models--BAAI--bge-m3", entry, symlinks=True)
     (entry / "blobs" / "0ld").write_text("an older revision's")
     assert needed(found_by_find(entry) + other) == ["BAAI/bge-m3"], "a file the control node lacks"
+
+
+def held_by_find(top: Path) -> list[dict]:
+    """What ansible.builtin.find (recursive, hidden files, SHA-256 checksums) reports of the
+    files under top."""
+    found = [path for path in top.rglob("*") if path.is_file()]
+    return [{"path": str(path), "checksum": hashlib.sha256(path.read_bytes()).hexdigest()} for path in found]
+
+
+def test_archives_to_ship_are_the_ones_the_host_lacks_a_file_of_or_holds_another_version_of(tmp_path):
+    source, wheels, app, wheelhouse = (tmp_path / name for name in ("source", "wheels", "app", "wheelhouse"))
+    (source / "src" / "pkg" / "__pycache__").mkdir(parents=True)
+    (source / "src" / "pkg" / "app.py").write_text("print('hi')\n")
+    (source / "src" / "pkg" / ".hidden").write_text("kept\n")
+    (source / "src" / "pkg" / "__pycache__" / "app.cpython-311.pyc").write_bytes(b"compiled")
+    (source / "requirements.txt").write_text("httpx==1\n")
+    wheels.mkdir()
+    (wheels / "httpx-1-py3-none-any.whl").write_bytes(b"wheel")
+    (wheels / "README").write_text("not a wheel")
+    archives = [
+        {"name": "code", "dest": str(app), "path": [str(source / "src" / "pkg"), str(source / "requirements.txt")]},
+        {"name": "wheelhouse", "dest": f"{wheelhouse}/", "path": f"{wheels}/*.whl"},
+    ]
+
+    def stale() -> list[str]:
+        held = held_by_find(app) + held_by_find(wheelhouse)
+        return [archive["name"] for archive in switchyard.archives_to_ship(archives, held)]
+
+    assert stale() == ["code", "wheelhouse"], "a fresh host"
+    # As community.general.archive names the files, unpacked where the role unpacks them.
+    shutil.copytree(source, app, ignore=shutil.ignore_patterns("__pycache__"))
+    wheelhouse.mkdir()
+    shutil.copy(wheels / "httpx-1-py3-none-any.whl", wheelhouse)
+    assert stale() == []
+    (app / "src" / "pkg" / "__pycache__").mkdir()
+    (app / "src" / "pkg" / "__pycache__" / "app.cpython-311.pyc").write_bytes(b"written by the service")
+    (wheelhouse / "httpx-0-py3-none-any.whl").write_bytes(b"an older wheel")
+    assert stale() == [], "byte-code caches and files besides the archive's"
+    (app / "src" / "pkg" / "app.py").write_text("print('edited on the host')\n")
+    assert stale() == ["code"], "a file of another content"
+    (app / "src" / "pkg" / "app.py").write_text("print('hi')\n")
+    (app / "src" / "pkg" / ".hidden").unlink()
+    assert stale() == ["code"], "a file the host lacks"
+    (wheels / "uvicorn-1-py3-none-any.whl").write_bytes(b"a new wheel")
+    assert stale() == ["code", "wheelhouse"], "a file the control node adds"
+    assert switchyard.archives_to_ship([{"name": "none", "dest": "/x", "path": f"{tmp_path}/*.none"}], []), (
+        "an archive of nothing is packed, which fails naming its paths"
+    )
 
 
 def test_settings_options_leave_out_the_parameters_a_play_passes():

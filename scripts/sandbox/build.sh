@@ -61,9 +61,13 @@ build_llama_server() {
   local tree=$1 build="$cache/llama-build" made
   made=$(recipe "$tree")
   if [ -x "$build/bin/llama-server" ] && made_from llama-server "$made"; then return; fi
-  log "building llama-server (about 5 minutes on 2 cores)"
+  log "building llama-server (about 4 minutes on 2 cores)"
   rm -rf "$build"
+  # -O1: a third less compile time than Release's -O3 (measured per file: arg.cpp 18.2 → 12.2
+  # CPU-seconds, ggml-cpu's ops.cpp 7.5 → 4.1), and the sandbox's tiny model needs no more.
+  # The compile is on the longest chain of a bare machine's `make test`.
   cmake -S "$tree" -B "$build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF \
+    -DCMAKE_C_FLAGS_RELEASE="-O1 -DNDEBUG" -DCMAKE_CXX_FLAGS_RELEASE="-O1 -DNDEBUG" \
     -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
     -DBUILD_SHARED_LIBS=OFF -DGGML_OPENMP=OFF >"$cache/llama-build.log"
   cmake --build "$build" --target llama-server -j "$(nproc)" >>"$cache/llama-build.log"
