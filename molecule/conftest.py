@@ -23,11 +23,19 @@ from scripts import clients
 from scripts.clients import Outcome
 
 PROJECT = Path(__file__).resolve().parents[1]
+# The container of the scenario's sandbox host (scripts/sandbox/up.sh; .config/molecule/config.yml).
+SANDBOX = os.environ.get("SWITCHYARD_SANDBOX", "switchyard-molecule")
 BACKEND_URL = "http://127.0.0.1:8000"
 GATEWAY_URL = "http://127.0.0.1:8080"
 # The sandbox inventory's gateway_api_key (inventory/sandbox/group_vars/sandbox_hosts.yml).
 GATEWAY_KEY = "sandbox-key-not-secret-0001"
 BACKEND_CONTAINERS = ("llm-vllm", "llm-ollama", "llm-llamacpp")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The directory of testinfra's SSH connection to the sandbox host (molecule/ssh_config),
+    which a machine that never ran ssh lacks."""
+    (Path.home() / ".ssh").mkdir(mode=0o700, exist_ok=True)
 
 
 @dataclass

@@ -23,7 +23,7 @@ server_image=localhost/switchyard/llama.cpp:server-local
 
 build_host_image() {
   local made
-  made=$(recipe)
+  made=$(recipe "$(cat "$root/scripts/sandbox/zipimport_cache.py")")
   if podman image exists "$host_image" && made_from sandbox-host "$made"; then return; fi
   log "building $host_image with debootstrap"
   local rootfs="$cache/rootfs"
@@ -35,6 +35,10 @@ build_host_image() {
   # machine's network, so on loopback and a port of its own, keys only.
   printf '%s\n' 'Port 2222' 'ListenAddress 127.0.0.1' 'PermitRootLogin prohibit-password' \
     'PasswordAuthentication no' 'KbdInteractiveAuthentication no' >"$rootfs/etc/ssh/sshd_config.d/sandbox.conf"
+  # Ansible's modules cost the host less CPU: the byte code of what they import from their zip
+  # is kept between tasks (zipimport_cache.py says why; a test host's, never the roles').
+  cp "$root/scripts/sandbox/zipimport_cache.py" "$rootfs/usr/lib/python3/dist-packages/"
+  echo 'import zipimport_cache' >"$rootfs/usr/lib/python3/dist-packages/zipimport_cache.pth"
   # A sandbox host gets its machine id at first boot, like a fresh install.
   : >"$rootfs/etc/machine-id"
   tar -C "$rootfs" -c . | podman import --quiet \

@@ -12,7 +12,7 @@ import time
 
 import httpx
 
-from conftest import assert_llamacpp_serving, backend_containers
+from conftest import SANDBOX, assert_llamacpp_serving, backend_containers
 
 
 def test_changed_settings_restart_the_backend(host, run_site, http, llamacpp_id):
@@ -61,8 +61,7 @@ def test_a_crashed_backend_serves_again_within_seconds(host, http):
 
 
 def test_services_come_back_after_the_host_restarts(host, gateway):
-    sandbox = host.backend.name
-    subprocess.run(["podman", "restart", "--time", "30", sandbox], check=True, capture_output=True)
+    subprocess.run(["podman", "restart", "--time", "30", SANDBOX], check=True, capture_output=True)
     started = time.monotonic()
     body = {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
     answered = None

@@ -6,7 +6,6 @@ no Ollama binary can be had on these machines."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,18 +51,13 @@ def wait_until_back(host, before: str, timeout: float = 180) -> float:
 
 
 @contextmanager
-def backend_container_census(sandbox: str) -> Iterator[list[set[str]]]:
-    """Samples `docker ps` in the sandbox every 0.3 s while the block runs: the set of
+def backend_container_census(host) -> Iterator[list[set[str]]]:
+    """Samples `docker ps` on the host every 0.3 s while the block runs: the set of
     backend containers running at each sample."""
     samples: list[set[str]] = []
 
     def sample() -> None:
-        listing = subprocess.run(
-            ["podman", "exec", sandbox, "docker", "ps", "--format", "{{.Names}}"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout
+        listing = host.run("docker ps --format '{{.Names}}'").stdout
         samples.append(set(listing.split()) & set(BACKEND_CONTAINERS))
 
     with repeating(sample, 0.3):
@@ -89,7 +83,7 @@ def test_the_unit_follows_the_container(host, http):
 
 
 def test_switch_to_ollama_and_back_one_backend_at_a_time(host, run_site, http, gateway):
-    with backend_container_census(host.backend.name) as samples:
+    with backend_container_census(host) as samples:
         started = time.monotonic()
         to_ollama = run_site("llm_backend=ollama")
         to_ollama_s = time.monotonic() - started

@@ -20,15 +20,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import GATEWAY_KEY, PLAYBOOK_ENV, PROJECT, site_command, traffic
+from conftest import GATEWAY_KEY, PLAYBOOK_ENV, PROJECT, SANDBOX, site_command, traffic
 from scripts.clients import CUT_MID_ANSWER, failures
 
 ROUTER_URL = "https://127.0.0.1:8090"
 # The router's self-signed certificate (scripts/sandbox/up.sh), which its clients trust.
 ROUTER_CA = str(PROJECT / ".cache/sandbox/router-tls/router.crt")
 HOSTS = {"switchyard-sandbox": "http://127.0.0.1:8080", "switchyard-sandbox-b": "http://127.0.0.1:8180"}
-# Host A's container (scripts/sandbox/up.sh), and host B's beside it.
-SANDBOX = os.environ.get("SWITCHYARD_SANDBOX", "switchyard-molecule")
+# Host B's container (scripts/sandbox/up.sh), beside host A's.
 HOST_B = SANDBOX + "-b"
 # The clients' pause between requests: steady traffic (four clients: a request every 0.2 s or
 # so) that leaves the two cores to the runs; at 0.1 s, 17 requests a second went through
@@ -124,7 +123,7 @@ def router_watch(host) -> Iterator[list[dict]]:
             states = {name: json.loads(line) for name, line in zip(HOSTS, router_lines(host), strict=True)}
             after = {name: switching(url) for name, url in HOSTS.items()}
             samples.append({name: (before[name] and after[name], states[name]) for name in HOSTS})
-            # Each sample is a podman exec and two router-ctl runs: CPU a tighter loop takes from
+            # Each sample is an SSH session and two router-ctl runs: CPU a tighter loop takes from
             # the switch it watches, which keeps each host out for tens of seconds.
             stop.wait(0.5)
 
