@@ -36,3 +36,14 @@ def test_a_phase_waits_for_what_it_needs_and_is_skipped_when_that_failed():
     outcomes = {outcome.name: outcome for outcome in pipeline.run_all(phases, jobs=4)}
     assert outcomes["scenario"].passed and outcomes["scenario"].started_s >= 0.6
     assert not outcomes["after broken"].passed and outcomes["after broken"].reason
+
+
+def test_a_background_phase_starts_beside_a_full_set_of_slots_and_takes_none():
+    phases = [
+        Phase("in the slot", SLEEP),
+        Phase("niced", SLEEP, background=True),
+        Phase("next", SLEEP),
+    ]
+    starts = started(phases, jobs=1)
+    assert starts["niced"] < 0.3, "a background phase waited for a slot"
+    assert starts["next"] >= 0.6, "a background phase was counted as a free slot"

@@ -26,7 +26,9 @@ class Phase:
     command: tuple[str, ...]
     needs: tuple[str, ...] = ()
     # Phases off the longest chain that measure no time yield the CPU (nice 10) to the ones on
-    # it: the llama-server compile and the pooling artifacts, which default and switch wait for.
+    # it: the llama-server compile and the pooling artifacts, which default and switch wait for,
+    # then the scenarios. They start as soon as what they need is there, in no slot of their own
+    # (pipeline.run_all).
     background: bool = False
 
     def run(self, logs: Path, t0: float) -> Outcome:
@@ -111,9 +113,9 @@ POOLING = "artifacts: pooling"
 DOUBLES = "artifacts: test doubles"
 VLLM = "artifacts: vllm"
 
-# In the order they start when a slot is free: the two longest scenarios (default, switch) as
-# early as their artifacts allow, the rest around them. The gateway tests need only the
-# sandbox's llama-server, but wait for the test doubles too: started when the sandbox was
+# In the order they start when a slot is free: the three longest scenarios (default, switch,
+# fleet) as early as their artifacts allow, the rest around them. The gateway tests need only
+# the sandbox's llama-server, but wait for the test doubles too: started when the sandbox was
 # built, they took the slot the switch scenario, the longest, then waited 80 s for.
 PHASES: list[Phase] = [
     Phase(SANDBOX, ("scripts/sandbox/build.sh",)),
@@ -124,8 +126,8 @@ PHASES: list[Phase] = [
     Scenario("molecule switch", needs=(SANDBOX, POOLING, DOUBLES)),
     Phase("unit tests", ("pytest", "tests/"), background=True),
     Phase(VLLM, ("scripts/sandbox/build_vllm.sh",), (POOLING,), background=True),
-    Phase("gateway tests", ("pytest", "gateway/tests/"), (SANDBOX, DOUBLES)),
     Scenario("molecule fleet", needs=(SANDBOX, DOUBLES)),
+    Phase("gateway tests", ("pytest", "gateway/tests/"), (SANDBOX, DOUBLES)),
     Scenario("molecule vllm", needs=(SANDBOX, VLLM)),
     Scenario(
         "molecule gpu",
