@@ -36,9 +36,8 @@ DEFAULT_JOBS = 4
 def run_all(phases: list[Phase], jobs: int) -> list[Outcome]:
     """Runs every phase once all it needs has passed, in list order: at most `jobs` at a time,
     besides the background phases, which start as soon as what they need has passed. Niced,
-    they take what CPU the others leave; in a slot, the unit tests held one for 750-800 s of a
-    cached run, and the fleet, the longest scenario, started only when they and the gateway
-    tests had ended (989 s) and ended last."""
+    they take what CPU the others leave; in a slot, they kept the longest scenarios waiting
+    (docs/testing.md)."""
     started_at = time.monotonic()
     waiting = list(phases)
     outcomes: dict[str, Outcome] = {}
